@@ -1,0 +1,1 @@
+"""Playbooks: a runtime for durable LLM agents."""
