@@ -1,0 +1,1 @@
+"""Agents: AI agents from the program, and the human agent ``user``."""

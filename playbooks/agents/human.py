@@ -1,0 +1,76 @@
+"""The human agent ``user``: shows messages and supplies replies.
+
+Replies come from ``--message`` values in order, then from the terminal or
+stdin. ``consumed`` counts replies taken; it is restored from the durable
+state on resume, so a reply that was received is never asked for again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import IO, Any
+
+from ..execution.builtins import AwaitingInput
+
+
+class Human:
+    def __init__(
+        self,
+        *,
+        messages: list[str] | None = None,
+        json_mode: bool = False,
+        consumed: int = 0,
+        out: IO[str] | None = None,
+        stdin: IO[str] | None = None,
+    ) -> None:
+        self.messages = list(messages or [])
+        self.json_mode = json_mode
+        self.consumed = consumed
+        self.out = out or sys.stdout
+        self.stdin = stdin or sys.stdin
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """One JSON object per line, written and flushed when it happens."""
+        if self.json_mode:
+            self.out.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+            self.out.flush()
+
+    def show(self, text: str) -> None:
+        if not self.json_mode:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def say(self, *, id: str, agent: str, to: str, text: str) -> None:
+        self.emit({"event": "say", "id": id, "agent": agent, "to": to, "text": text})
+        self.show(f"{agent}: {text}" if to == "user" else f"{agent} -> {to}: {text}")
+
+    def step(self, *, agent: str, frame: str, step: str) -> None:
+        self.emit({"event": "step", "agent": agent, "frame": frame, "step": step})
+
+    async def reply(self, *, id: str, agent: str) -> str:
+        self.emit({"event": "wait", "id": id, "agent": agent})
+        index = self.consumed
+        if index < len(self.messages):
+            text = self.messages[index]
+        else:
+            text = await self._read()
+        self.consumed = index + 1
+        self.emit({"event": "reply", "id": id, "text": text})
+        if not self.json_mode and index < len(self.messages):
+            self.show(f"user: {text}")
+        return text
+
+    async def _read(self) -> str:
+        interactive = self.stdin.isatty()
+        if interactive:
+            self.out.write("> ")
+            self.out.flush()
+        line = await asyncio.to_thread(self.stdin.readline)
+        if not line:
+            raise AwaitingInput(
+                "the program is waiting for the person's reply, but no --message values "
+                "are left and stdin is closed"
+            )
+        return line.rstrip("\r\n")

@@ -1,0 +1,580 @@
+"""The per-execution checkpoint log: snapshots, append-only segments, blobs.
+
+Layout of <base>/<execution_id>/ (0700, files 0600):
+  snap-GGGGGG   compacted state that starts generation G (written atomically)
+  log-GGGGGG    records appended after snapshot G (generation 0 has no snapshot)
+  blobs/        large values, stored once by content hash
+  meta.json     small metadata for listing
+  lock          owner lock (flock), holds the owner's pid
+
+Recovery reads the newest valid snapshot plus the records after it, so its cost
+is bounded by the snapshot policy, not by the length of the history. Retention
+keeps at least two generations so that a lost newest snapshot can be rebuilt
+from the previous one and the log.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playbooks.durability.blobs import (
+    BlobStore,
+    MissingBlob,
+    dumps,
+    fsync_dir,
+    loads,
+    write_atomic,
+)
+from playbooks.durability.records import encode_record, read_records
+
+SNAP = "snap-"
+SEG = "log-"
+MIN_SNAPSHOT_GAP = 64 * 1024
+SNAPSHOT_FORMAT = 1
+_FILE = re.compile(r"(snap|log)-(\d{6,})")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class StorageError(Exception):
+    """Checkpoint storage cannot do what was asked (one clear line)."""
+
+
+class ExecutionLocked(StorageError):
+    """Another live process owns the execution."""
+
+
+def validate_execution_id(execution_id: str) -> str:
+    """Refuse anything that could name a path outside the base directory."""
+    if not isinstance(execution_id, str) or not _ID.fullmatch(execution_id):
+        raise StorageError(
+            f"invalid execution id {execution_id!r}: use letters, digits, _ and - "
+            "(1 to 128 characters)"
+        )
+    return execution_id
+
+
+@dataclass
+class Loaded:
+    snapshot: dict | None
+    records: list[dict]
+    generation: int
+    warnings: list[str]
+    rebuilt: bool
+    needs_snapshot: bool = False  # append is refused until write_snapshot()
+
+
+@dataclass
+class _Gen:
+    """What retention needs to know about one generation."""
+
+    ckpts: int = 0
+    refs: set[str] = field(default_factory=set)
+
+
+class _Bad(Exception):
+    pass
+
+
+class ExecutionLog:
+    """Storage of one execution; one owner appends, anyone may load."""
+
+    def __init__(
+        self,
+        base_path: str | Path,
+        execution_id: str,
+        *,
+        fsync: bool = True,
+        keep_last_n: int = 10,
+        create: bool = True,
+    ) -> None:
+        self.execution_id = validate_execution_id(execution_id)
+        self.base = Path(base_path)
+        self.dir = self.base / execution_id
+        self.fsync = fsync
+        self.keep_last_n = max(0, keep_last_n)
+        if create:
+            self.base.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(self.dir, 0o700)
+            except FileExistsError:
+                pass
+            os.chmod(self.dir, 0o700)
+        elif not self.dir.is_dir():
+            raise StorageError(f"no checkpoint data for execution {execution_id} in {self.base}")
+        self.blobs = BlobStore(self.dir / "blobs", fsync)
+        self._mutex = threading.RLock()
+        self._loaded = False
+        self._gen = 0  # the generation appends go to
+        self._fd: int | None = None
+        self._seg_size = 0
+        self._trim_to: int | None = None  # torn tail of the newest segment, cut on reopen
+        self._appended = 0
+        self._snap_size = 0
+        self._needs_snapshot = False
+        self._stats: dict[int, _Gen] = {}
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------ files
+
+    def _path(self, prefix: str, gen: int) -> Path:
+        return self.dir / f"{prefix}{gen:06d}"
+
+    def _scan(self) -> tuple[list[int], list[int]]:
+        snaps: list[int] = []
+        segs: list[int] = []
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            m = _FILE.fullmatch(name)
+            if m:
+                (snaps if m.group(1) == "snap" else segs).append(int(m.group(2)))
+        return sorted(snaps), sorted(segs)
+
+    def _close_segment(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # ------------------------------------------------------------ reading
+
+    def _read_snapshot(self, gen: int, cache: dict) -> tuple[dict, dict, set[str]]:
+        name = f"{SNAP}{gen:06d}"
+        try:
+            data = self._path(SNAP, gen).read_bytes()
+        except OSError as exc:
+            raise _Bad(f"{name}: unreadable ({exc.strerror})") from None
+        rr = read_records(data, name)
+        if rr.warning:
+            raise _Bad(rr.warning.split(";")[0])
+        if len(rr.payloads) != 1 or rr.valid_end != len(data):
+            raise _Bad(f"{name}: incomplete snapshot")
+        refs: set[str] = set()
+        try:
+            obj = loads(rr.payloads[0])
+            if obj.get("gen") != gen or not isinstance(obj.get("state"), dict):
+                raise ValueError("unexpected content")
+            state = self.blobs.resolve(obj["state"], refs, cache)
+        except (ValueError, AttributeError, MissingBlob) as exc:
+            raise _Bad(f"{name}: unreadable snapshot ({exc})") from None
+        history = obj.get("history")
+        return state, history if isinstance(history, dict) else {}, refs
+
+    def _read_segment(
+        self, gen: int, cache: dict, stats: _Gen, out: list[dict]
+    ) -> tuple[str | None, int, int | None]:
+        """Append the segment's valid records to out: (warning, bytes, trim_to)."""
+        name = f"{SEG}{gen:06d}"
+        data = self._path(SEG, gen).read_bytes()
+        rr = read_records(data, name)
+        for payload, offset in zip(rr.payloads, rr.offsets, strict=True):
+            try:
+                record = self.blobs.resolve(loads(payload), stats.refs, cache)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, MissingBlob) as exc:
+                return (
+                    f"{name}: unreadable record at offset {offset} ({exc}); "
+                    "recovery stops at the last good record",
+                    offset,
+                    None,
+                )
+            out.append(record)
+            if record.get("k") == "ckpt":
+                stats.ckpts += 1
+        return rr.warning, rr.valid_end, rr.valid_end if rr.torn else None
+
+    def load(self) -> Loaded:
+        """Newest valid snapshot + the records after it (read-only)."""
+        with self._mutex:
+            self._close_segment()
+            self._loaded = True
+            self._trim_to = None
+            snaps, segs = self._scan()
+            if not snaps and not segs:
+                self._gen, self._appended, self._snap_size = 0, 0, 0
+                self._needs_snapshot = False
+                self._stats = {}
+                return Loaded(None, [], 0, [], False)
+            newest = max(snaps + segs)
+            warnings: list[str] = []
+            cache: dict[str, bytes] = {}
+            base: int | None = None
+            state: dict | None = None
+            history: dict = {}
+            refs: set[str] = set()
+            for gen in reversed(snaps):
+                try:
+                    state, history, refs = self._read_snapshot(gen, cache)
+                except _Bad as exc:
+                    warnings.append(f"{exc}; falling back to an older snapshot and the log")
+                    continue
+                base = gen
+                break
+            if base is None:
+                if 0 not in segs:
+                    raise StorageError(self._unreadable(warnings))
+                base = 0
+            stats: dict[int, _Gen] = {}
+            for key, info in history.items():
+                try:
+                    stats[int(key)] = _Gen(int(info["ckpts"]), set(info["refs"]))
+                except (ValueError, TypeError, KeyError):
+                    continue
+            stats[base] = _Gen(0, refs)
+            records: list[dict] = []
+            broken = False
+            appended = 0
+            for gen in range(base, newest + 1):
+                if gen not in segs:
+                    if gen != newest:
+                        warnings.append(
+                            f"{SEG}{gen:06d}: missing; recovery stops at generation {gen}"
+                        )
+                        broken = True
+                        break
+                    continue
+                try:
+                    warning, size, trim_to = self._read_segment(
+                        gen, cache, stats.setdefault(gen, _Gen()), records
+                    )
+                except OSError as exc:
+                    warning, size, trim_to = f"{SEG}{gen:06d}: unreadable ({exc.strerror})", 0, None
+                appended += size
+                if warning:
+                    warnings.append(warning)
+                    broken = True
+                    break
+                if gen == newest:
+                    self._trim_to = trim_to
+            if state is None and not records and broken:
+                raise StorageError(self._unreadable(warnings))
+            rebuilt = base != newest
+            self._gen = newest
+            self._stats = stats
+            self._appended = appended
+            self._snap_size = self._file_size(SNAP, base) if base in snaps else 0
+            self._needs_snapshot = broken or rebuilt
+            return Loaded(state, records, base, warnings, rebuilt, self._needs_snapshot)
+
+    def _unreadable(self, warnings: list[str]) -> str:
+        detail = f" ({'; '.join(w.split(';')[0] for w in warnings)})" if warnings else ""
+        return f"no readable checkpoint data in {self.dir}{detail}"
+
+    def _file_size(self, prefix: str, gen: int) -> int:
+        try:
+            return self._path(prefix, gen).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.load()
+
+    # ------------------------------------------------------------ writing
+
+    def _segment_fd(self) -> int:
+        if self._fd is None:
+            path = self._path(SEG, self._gen)
+            existed = path.exists()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            if self._trim_to is not None:
+                os.ftruncate(fd, self._trim_to)  # drop the torn tail before appending
+                if self.fsync:
+                    os.fsync(fd)
+                self._trim_to = None
+            self._seg_size = os.fstat(fd).st_size
+            if not existed and self.fsync:
+                fsync_dir(self.dir)
+            self._fd = fd
+        return self._fd
+
+    def append(self, record: dict, *, sync: bool = False) -> None:
+        """Append one record; with sync it is on disk when this returns."""
+        with self._mutex:
+            self._ensure_loaded()
+            if self._needs_snapshot:
+                raise StorageError(
+                    f"execution {self.execution_id}: write a fresh snapshot before appending "
+                    "(recovery did not end at the end of the log)"
+                )
+            ext, refs = self.blobs.externalize(record)
+            frame = encode_record(dumps(ext))
+            fd = self._segment_fd()
+            start = self._seg_size
+            try:
+                view = memoryview(frame)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                os.ftruncate(fd, start)  # never leave half a record before the next one
+                raise StorageError(f"cannot append to {self._path(SEG, self._gen)}: {exc}") from exc
+            self._seg_size = start + len(frame)
+            self._appended += len(frame)
+            stats = self._stats.setdefault(self._gen, _Gen())
+            stats.refs |= refs
+            if record.get("k") == "ckpt":
+                stats.ckpts += 1
+            if sync and self.fsync:
+                os.fdatasync(fd)
+
+    def sync(self) -> None:
+        with self._mutex:
+            if self._fd is not None and self.fsync:
+                os.fdatasync(self._fd)
+
+    def should_snapshot(self) -> bool:
+        """Time for a snapshot: keeps recovery cost at most about twice a snapshot."""
+        with self._mutex:
+            self._ensure_loaded()
+            return self._needs_snapshot or self._appended >= max(MIN_SNAPSHOT_GAP, self._snap_size)
+
+    def write_snapshot(self, state: dict, *, checkpoints: int = 0) -> None:
+        """Start a new generation from state, then apply retention.
+
+        checkpoints is accepted for callers that count; the log counts the
+        "ckpt" records itself.
+        """
+        with self._mutex:
+            self._ensure_loaded()
+            if self._fd is not None:
+                if self.fsync:  # the fallback chain needs the whole segment on disk
+                    os.fdatasync(self._fd)
+                self._close_segment()
+            elif self._trim_to is not None:
+                path = self._path(SEG, self._gen)
+                if path.exists():
+                    os.truncate(path, self._trim_to)
+            self._trim_to = None
+            snaps, segs = self._scan()
+            new = max(snaps + segs + [self._gen]) + 1
+            ext, refs = self.blobs.externalize(state)
+            self._stats[new] = _Gen(0, set(refs))
+            present = sorted(set(snaps) | set(segs) | {new})
+            doomed = self._victims(present)
+            history = {
+                str(g): {"ckpts": s.ckpts, "refs": sorted(s.refs)}
+                for g, s in sorted(self._stats.items())
+                if g < new and g in present and g not in doomed
+            }
+            payload = {"format": SNAPSHOT_FORMAT, "gen": new, "state": ext, "history": history}
+            data = encode_record(dumps(payload))
+            write_atomic(self._path(SNAP, new), data, self.fsync)
+            self._gen = new
+            self._appended = 0
+            self._snap_size = len(data)
+            self._needs_snapshot = False
+            self._drop(doomed)
+
+    # ------------------------------------------------------------ retention
+
+    def _victims(self, present: list[int]) -> list[int]:
+        """Oldest generations that can go: the rest still hold keep_last_n
+        checkpoints and at least two generations remain."""
+        kept = list(present)
+        doomed: list[int] = []
+        while len(kept) > 2:
+            held = sum(self._stats.get(g, _Gen()).ckpts for g in kept[1:])
+            if held < self.keep_last_n:
+                break
+            doomed.append(kept.pop(0))
+        return doomed
+
+    def _drop(self, doomed: list[int]) -> int:
+        """Delete whole generations and the blobs only they used; returns blobs removed."""
+        freed: set[str] = set()
+        for gen in doomed:
+            for prefix in (SNAP, SEG):
+                self._path(prefix, gen).unlink(missing_ok=True)
+            stats = self._stats.pop(gen, None)
+            if stats:
+                freed |= stats.refs
+        if not freed:
+            return 0
+        for stats in self._stats.values():
+            freed -= stats.refs
+        for sha in freed:
+            self.blobs.remove(sha)
+        return len(freed)
+
+    # ------------------------------------------------------------ metadata, lock
+
+    def read_meta(self) -> dict | None:
+        try:
+            data = (self.dir / "meta.json").read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            meta = loads(data)
+        except ValueError:
+            raise StorageError(f"{self.dir / 'meta.json'} is not valid JSON") from None
+        return meta if isinstance(meta, dict) else None
+
+    def write_meta(self, meta: dict) -> None:
+        write_atomic(self.dir / "meta.json", dumps(meta), self.fsync)
+
+    def lock(self) -> None:
+        """Become the owner; the lock dies with the process (no stale leases)."""
+        with self._mutex:
+            if self._lock_fd is not None:
+                return
+            fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise ExecutionLocked(
+                    f"execution ID {self.execution_id} is in use by process {pid}"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._lock_fd = fd
+            self._remove_tmp()
+
+    def _remove_tmp(self) -> int:
+        removed = 0
+        for folder in (self.dir, self.blobs.dir):
+            if folder.is_dir():
+                for path in folder.glob("*.tmp"):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._fd is not None and self.fsync:
+                os.fdatasync(self._fd)
+            self._close_segment()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
+
+    # ------------------------------------------------------------ inspection
+
+    def disk_usage(self) -> int:
+        total = 0
+        for root, _dirs, files in os.walk(self.dir):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_size
+                except FileNotFoundError:
+                    pass
+        return total
+
+    def checkpoint_records(self) -> list[dict]:
+        """Retained "ckpt" records, oldest first (for listing, not recovery)."""
+        with self._mutex:
+            _snaps, segs = self._scan()
+            out: list[dict] = []
+            cache: dict[str, bytes] = {}
+            for gen in segs:
+                records: list[dict] = []
+                try:
+                    self._read_segment(gen, cache, _Gen(), records)
+                except OSError:
+                    continue
+                out.extend(r for r in records if r.get("k") == "ckpt")
+            return out
+
+    def referenced_blobs(self) -> set[str]:
+        """Every blob a readable snapshot or record of this execution uses."""
+        snaps, segs = self._scan()
+        refs: set[str] = set()
+        cache: dict[str, bytes] = {}
+        for gen in snaps:
+            try:
+                refs |= self._read_snapshot(gen, cache)[2]
+            except _Bad:
+                continue
+        for gen in segs:
+            stats = _Gen()
+            try:
+                self._read_segment(gen, cache, stats, [])
+            except OSError:
+                continue
+            refs |= stats.refs
+        return refs
+
+
+def list_executions(base_path: str | Path) -> list[str]:
+    base = Path(base_path)
+    try:
+        names = sorted(os.listdir(base))
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        folder = base / name
+        if not _ID.fullmatch(name) or not folder.is_dir():
+            continue
+        if any(_FILE.fullmatch(n) or n == "meta.json" for n in os.listdir(folder)):
+            out.append(name)
+    return out
+
+
+def delete_execution(base_path: str | Path, execution_id: str) -> None:
+    """Remove an execution; refused while a live process owns it."""
+    log = ExecutionLog(base_path, execution_id, create=False)
+    log.lock()
+    try:
+        shutil.rmtree(log.dir)
+    finally:
+        log.close()
+
+
+def gc(base_path: str | Path, *, keep_last_n: int) -> dict:
+    """Offline clean-up of every execution not in use; returns counts."""
+    counts: dict[str, Any] = {
+        "executions": 0,
+        "generations_removed": 0,
+        "blobs_removed": 0,
+        "torn_tails_trimmed": 0,
+        "tmp_removed": 0,
+        "skipped_in_use": 0,
+        "skipped_damaged": 0,
+        "bytes_freed": 0,
+    }
+    for execution_id in list_executions(base_path):
+        log = ExecutionLog(base_path, execution_id, keep_last_n=keep_last_n, create=False)
+        try:
+            log.lock()
+        except ExecutionLocked:
+            counts["skipped_in_use"] += 1
+            continue
+        try:
+            counts["executions"] += 1
+            before = log.disk_usage()
+            counts["tmp_removed"] += log._remove_tmp()
+            try:
+                loaded = log.load()
+            except StorageError:
+                counts["skipped_damaged"] += 1
+                continue
+            if loaded.needs_snapshot:
+                counts["skipped_damaged"] += 1  # keep everything a repair might need
+                continue
+            if log._trim_to is not None:
+                os.truncate(log._path(SEG, log._gen), log._trim_to)
+                log._trim_to = None
+                counts["torn_tails_trimmed"] += 1
+            snaps, segs = log._scan()
+            doomed = log._victims(sorted(set(snaps) | set(segs)))
+            log._drop(doomed)
+            counts["generations_removed"] += len(doomed)
+            used = log.referenced_blobs()
+            for sha in sorted(log.blobs.names() - used):
+                log.blobs.remove(sha)
+                counts["blobs_removed"] += 1
+            counts["bytes_freed"] += max(0, before - log.disk_usage())
+        finally:
+            log.close()
+    return counts

@@ -1,0 +1,403 @@
+"""CheckpointManager: the one writer of an execution's durable records.
+
+Callers report what happened (a frame started, response text arrived, an
+await finished, a statement finished); the manager turns each fact into a
+record, appends it, and applies it to the in-memory :class:`ExecutionState`
+so that memory and disk never disagree. Only journal records of finished
+awaits are fsynced: they are the commit points. Everything else can be
+recomputed from them by re-running deterministic code, so it rides along
+with the next fsync.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import time
+from typing import Any
+
+from . import log as logmod
+from . import serialization
+from .provider import FilesystemCheckpointProvider
+from .state import ExecutionState, FrameState, call_key
+
+logger = logging.getLogger("playbooks.durability")
+
+
+def _crash_plan() -> tuple[str, int, str] | None:
+    """``PLAYBOOKS_CRASH_AT=KIND:N[:before]``: SIGKILL this process at the N-th
+    record of KIND (await, text, ckpt, turn, end) written in this life. Crash
+    tests use it to kill a real process at an exact point; unset, it costs nothing."""
+    spec = os.environ.get("PLAYBOOKS_CRASH_AT")
+    if not spec:
+        return None
+    kind, number, *phase = spec.split(":")
+    return kind, int(number), (phase[0] if phase else "after")
+
+
+_CRASH = _crash_plan()
+_seen: dict[str, int] = {}
+
+
+def _crash_point(kind: str, phase: str) -> None:
+    if _CRASH is None or _CRASH[0] != kind or _CRASH[2] != phase:
+        return
+    count = _seen.get(kind + phase, 0) + 1
+    _seen[kind + phase] = count
+    if count == _CRASH[1]:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+Key = tuple[int, int, int]
+
+
+def is_runtime_name(name: str) -> bool:
+    return name.startswith("__")
+
+
+def encode_error(error: BaseException) -> dict:
+    cls = type(error)
+    return {"type": cls.__name__, "module": cls.__module__, "message": str(error)}
+
+
+def decode_error(data: dict) -> BaseException:
+    """Rebuild a recorded error: builtin exception types come back as themselves."""
+    cls = getattr(builtins, data.get("type", ""), None)
+    message = data.get("message", "")
+    if data.get("module") == "builtins" and isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:  # exotic constructor signatures
+            pass
+    return RuntimeError(f"{data.get('type', 'Error')}: {message}")
+
+
+class RecordedError(Exception):
+    pass
+
+
+class CheckpointManager:
+    """Durable journal and checkpoints of one execution."""
+
+    def __init__(self, execution_id: str, provider: FilesystemCheckpointProvider) -> None:
+        self.execution_id = logmod.validate_execution_id(execution_id)
+        self.provider = provider
+        self.state: ExecutionState | None = None
+        self.warnings: list[str] = []
+        self._log: logmod.ExecutionLog | None = None
+        self._warned: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------
+    @property
+    def checkpoint_counter(self) -> int:
+        return self.open().counter
+
+    def open(self, *, lock: bool = True) -> ExecutionState:
+        """Load (or create) the execution and take ownership of it."""
+        if self.state is not None and self._log is not None:
+            return self.state
+        log = self.provider.open_log(self.execution_id)
+        if lock:
+            try:
+                log.lock()
+            except logmod.ExecutionLocked:
+                if not _held_by_this_process(log):
+                    log.close()
+                    raise
+        loaded = log.load()
+        state = self._state_from(loaded)
+        if getattr(loaded, "needs_snapshot", False) or loaded.rebuilt:
+            log.write_snapshot(state.to_snapshot())
+        self._log, self.state = log, state
+        return state
+
+    def _state_from(self, loaded: logmod.Loaded) -> ExecutionState:
+        state = (
+            ExecutionState.from_snapshot(loaded.snapshot) if loaded.snapshot else ExecutionState()
+        )
+        for record in loaded.records:
+            state.apply(record)
+        state.execution_id = self.execution_id
+        for warning in loaded.warnings:
+            self._warn(warning)
+        return state
+
+    def read_state(self) -> ExecutionState | None:
+        """The durable state, without taking ownership (for inspection)."""
+        if self.state is not None:
+            return self.state
+        log = self.provider.open_log(self.execution_id, create=False)
+        try:
+            return self._state_from(log.load())
+        finally:
+            log.close()
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+        self._log = None
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.warnings.append(message)
+            logger.warning(message)
+
+    def _append(self, record: dict, *, sync: bool = False) -> None:
+        state = self.open()
+        assert self._log is not None
+        if _CRASH is not None:
+            _crash_point(record["k"], "before")
+        self._log.append(record, sync=sync)
+        state.apply(record)
+        if _CRASH is not None:
+            _crash_point(record["k"], "after")
+
+    def _encode(self, value: Any, path: str) -> Any:
+        encoded, warnings = serialization.encode_variables({path: value}, **self.provider.codec())
+        for warning in warnings:
+            self._warn(warning)
+        return encoded[path]
+
+    def decode(self, data: Any) -> Any:
+        return serialization.decode(data, **self.provider.codec())
+
+    # -- facts the runtime reports -----------------------------------------
+    def frame(self, frame_id: str) -> FrameState | None:
+        return self.open().frames.get(frame_id)
+
+    def record_program(self, **info: Any) -> None:
+        self._append({"k": "exec", **info})
+
+    def record_frame(
+        self, frame_id: str, *, parent: str | None, playbook: str, kind: str, args: dict
+    ) -> None:
+        encoded = {name: self._encode(v, f"${name}") for name, v in args.items()}
+        self._append(
+            {
+                "k": "frame",
+                "f": frame_id,
+                "parent": parent,
+                "playbook": playbook,
+                "kind": kind,
+                "args": encoded,
+            }
+        )
+
+    def record_turn(self, frame_id: str, turn: int, *, llm: bool) -> None:
+        self._append({"k": "turn", "f": frame_id, "t": turn, "llm": llm}, sync=llm)
+
+    def record_text(self, frame_id: str, turn: int, text: str, *, done: bool = False) -> None:
+        record: dict[str, Any] = {"k": "text", "f": frame_id, "t": turn, "s": text}
+        if done:
+            record["done"] = True
+        self._append(record)
+
+    def lookup(self, frame_id: str, key: Key) -> Any:
+        """The recorded outcome of an await as ``(value, error)``, or None."""
+        frame = self.open().frames.get(frame_id)
+        if frame is None:
+            return None
+        entry = frame.journal.get(call_key(*key))
+        if entry is None:
+            return None
+        if "err" in entry:
+            return None, decode_error(entry["err"])
+        return self.decode(entry.get("ok")), None
+
+    def record_await(
+        self, frame_id: str, key: Key, value: Any, error: BaseException | None, events: dict
+    ) -> None:
+        record: dict[str, Any] = {
+            "k": "await",
+            "f": frame_id,
+            "t": key[0],
+            "i": key[1],
+            "q": key[2],
+        }
+        if error is not None:
+            record["err"] = encode_error(error)
+        else:
+            record["ok"] = self._encode(value, f"result of {frame_id}/{call_key(*key)}")
+        if events:
+            record["ev"] = events
+        self._append(record, sync=True)
+
+    def record_checkpoint(
+        self,
+        frame_id: str,
+        *,
+        turn: int,
+        cursor: int,
+        statement: str,
+        variables: dict[str, Any],
+    ) -> str:
+        """A top-level statement finished: store what changed in its variables."""
+        state = self.open()
+        frame = state.frames.get(frame_id)
+        old = frame.vars if frame is not None else {}
+        codec = self.provider.codec()
+        plain = {k: v for k, v in variables.items() if not is_runtime_name(k)}
+        encoded, warnings = serialization.encode_variables(plain, **codec)
+        for warning in warnings:
+            self._warn(warning)
+        deltas = {}
+        for name, value in encoded.items():
+            if name in old:
+                delta = serialization.diff(old[name], value)
+                if delta is not None:
+                    deltas[name] = delta
+            else:
+                deltas[name] = {"op": "set", "v": value}
+        number = state.counter + 1
+        record = {
+            "k": "ckpt",
+            "f": frame_id,
+            "t": turn,
+            "i": cursor,
+            "n": number,
+            "stmt": statement,
+            "vars": deltas,
+            "del": [n for n in old if n not in encoded],
+            "ts": time.time(),
+        }
+        self._append(record)
+        assert self._log is not None
+        if self._log.should_snapshot():
+            self._log.write_snapshot(state.to_snapshot(), checkpoints=number)
+        return f"{self.execution_id}_ckpt_{number}"
+
+    def record_observation(self, frame_id: str, turn: int, text: str) -> None:
+        self._append({"k": "obs", "f": frame_id, "t": turn, "s": text})
+
+    def record_end(
+        self, frame_id: str, value: Any = None, error: BaseException | None = None
+    ) -> None:
+        record: dict[str, Any] = {"k": "end", "f": frame_id}
+        if error is not None:
+            record["err"] = encode_error(error)
+        else:
+            record["ok"] = self._encode(value, f"return value of {frame_id}")
+        self._append(record, sync=True)
+
+    def record_status(self, status: str, message: str = "") -> None:
+        self._append({"k": "status", "status": status, "message": message}, sync=True)
+
+    def write_meta(self, meta: dict) -> None:
+        self.open()
+        assert self._log is not None
+        self._log.write_meta(meta)
+
+    # -- the seed-compatible checkpoint API ----------------------------------
+    async def save_checkpoint(
+        self,
+        statement_code: str,
+        namespace: dict[str, Any],
+        execution_state: dict[str, Any] | None = None,
+        call_stack: list | None = None,
+        llm_response: str | None = None,
+        executed_code: str | None = None,
+        *,
+        frame: str = "main",
+        turn: int | None = None,
+        cursor: int | None = None,
+    ) -> str:
+        """Checkpoint after a statement; returns ``EXECUTION_ckpt_N``."""
+        state = self.open()
+        current = state.frames.get(frame)
+        turn = turn if turn is not None else (current.turn if current else 0)
+        if llm_response is not None and (current is None or current.text(turn) != llm_response):
+            known = current.text(turn) if current else ""
+            if llm_response.startswith(known):
+                self.record_text(frame, turn, llm_response[len(known) :])
+            else:
+                self.record_turn(frame, turn, llm=False)
+                self.record_text(frame, turn, llm_response)
+            current = state.frames[frame]
+        if cursor is None:
+            cursor = (current.cursor if current else 0) + 1
+        return self.record_checkpoint(
+            frame, turn=turn, cursor=cursor, statement=statement_code, variables=namespace
+        )
+
+    async def get_latest_checkpoint(self) -> dict[str, Any] | None:
+        state = self.read_state()
+        if state is None or not state.frames:
+            return None
+        return checkpoint_view(state, self.execution_id, **self.provider.codec())
+
+    async def load_checkpoint(self, checkpoint_id: str) -> dict[str, Any] | None:
+        return await self.provider.load_checkpoint(checkpoint_id)
+
+    async def list_checkpoints(self) -> list[str]:
+        return await self.provider.list_checkpoints(self.execution_id)
+
+    async def cleanup_old_checkpoints(self, keep_last_n: int = 10) -> int:
+        return await self.provider.cleanup_old_checkpoints(self.execution_id, keep_last_n)
+
+
+def _held_by_this_process(log: logmod.ExecutionLog) -> bool:
+    """A second manager in the same process (a test resuming in-process) may write."""
+    try:
+        pid = (log.directory / "lock").read_text().strip()
+    except (OSError, AttributeError):
+        return False
+    return pid == str(os.getpid())
+
+
+def frame_view(frame: FrameState) -> dict[str, Any]:
+    return {
+        "frame": frame.id,
+        "parent": frame.parent,
+        "playbook": frame.playbook,
+        "kind": frame.kind,
+        "step": frame.step,
+        "turn": frame.turn,
+        "statement": frame.cursor,
+        "checkpoint": frame.checkpoint,
+        "llm_response": frame.text(frame.turn),
+        "llm_response_complete": frame.turn_done(frame.turn),
+        "awaits": dict(frame.journal),
+        "variables": {f"${k}": v for k, v in frame.vars.items()},
+    }
+
+
+def checkpoint_view(state: ExecutionState, execution_id: str, **codec: Any) -> dict[str, Any]:
+    """The checkpoint dict of DESIGN §5, for the innermost running frame."""
+    stack = state.call_stack()
+    frame = stack[-1] if stack else state.frames.get(state.last_frame or "main")
+    if frame is None:
+        frame = next(iter(state.frames.values()))
+    namespace = {k: serialization.decode(v, **codec) for k, v in frame.vars.items()}
+    cursor = {
+        "frame": frame.id,
+        "turn": frame.turn,
+        "statement": frame.cursor,
+        "awaits": dict(frame.journal),
+    }
+    return {
+        "checkpoint_id": f"{execution_id}_ckpt_{state.counter}",
+        "namespace": namespace,
+        "execution_state": {
+            "variables": {f"${k}": v for k, v in namespace.items()},
+            "call_stack": [frame_view(f) for f in stack],
+            "agents": {"user": {"replies_consumed": state.consumed}},
+            "llm_calls": state.llm_calls,
+            "status": state.status,
+            "program": state.program,
+        },
+        "metadata": {
+            "statement": frame.statement,
+            "counter": state.counter,
+            "execution_id": execution_id,
+            "timestamp": state.timestamp,
+            "llm_response": frame.text(frame.turn),
+            "llm_response_complete": frame.turn_done(frame.turn),
+            "executed_code": "\n".join(frame.executed),
+            "cursor": cursor,
+            "frame": frame.id,
+        },
+    }

@@ -1,0 +1,132 @@
+"""Record framing for append-only files.
+
+Every record carries its length and a CRC32 so that a reader can tell a torn
+tail (the process died in the middle of a write: ignore it) from corruption in
+the middle of a file (report it, never load it).
+
+Header (12 bytes): magic (2) | version (1) | flags (1) | length (4, LE) | crc32 (4, LE).
+The CRC covers the first 8 header bytes and the payload as stored, so a flipped
+flag or length can never turn a good record into a different one.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+FORMAT_VERSION = 1
+MAGIC = b"\xfe\xb1"  # 0xFE never occurs in UTF-8, so it cannot appear in JSON text
+FLAG_ZLIB = 0x01
+KNOWN_FLAGS = FLAG_ZLIB
+COMPRESS_OVER = 1024
+HEADER = struct.Struct("<2sBBII")
+HEADER_SIZE = HEADER.size  # 12
+
+
+class CorruptRecord(Exception):
+    """A record that must not be loaded; the message names file and byte offset."""
+
+
+def _crc(head8: bytes, stored: bytes) -> int:
+    return zlib.crc32(stored, zlib.crc32(head8)) & 0xFFFFFFFF
+
+
+def encode_record(payload: bytes) -> bytes:
+    """Frame one payload; compress it when that pays off (long, repetitive JSON)."""
+    flags = 0
+    stored = payload
+    if len(payload) > COMPRESS_OVER:
+        packed = zlib.compress(payload, 1)
+        if len(packed) < len(payload):
+            stored, flags = packed, FLAG_ZLIB
+    head8 = HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(stored), 0)[:8]
+    return head8 + struct.pack("<I", _crc(head8, stored)) + stored
+
+
+@dataclass
+class ReadResult:
+    payloads: list[bytes]
+    valid_end: int
+    torn: bool
+    warning: str | None
+    offsets: list[int] = field(default_factory=list)  # start offset of each payload's record
+
+
+def _check(data: bytes, pos: int) -> tuple[bytes | None, str]:
+    """Try to read one complete record at pos: (payload, "") or (None, reason).
+
+    Reasons: "short" (file ends inside the header), "beyond" (the file ends
+    inside the payload), or a human-readable description of the corruption.
+    """
+    if len(data) - pos < HEADER_SIZE:
+        return None, "short"
+    magic, version, flags, length, crc = HEADER.unpack_from(data, pos)
+    if magic != MAGIC:
+        return None, "bad record header"
+    if version != FORMAT_VERSION:
+        return None, (
+            f"record format version {version} (this build reads version {FORMAT_VERSION})"
+        )
+    if flags & ~KNOWN_FLAGS:
+        return None, "unknown record flags"
+    end = pos + HEADER_SIZE + length
+    if end > len(data):
+        return None, "beyond"
+    stored = data[pos + HEADER_SIZE : end]
+    if _crc(data[pos : pos + 8], stored) != crc:
+        return None, "bad checksum"
+    if flags & FLAG_ZLIB:
+        try:
+            return zlib.decompress(stored), ""
+        except zlib.error:
+            return None, "undecodable compressed payload"
+    return stored, ""
+
+
+def _valid_record_after(data: bytes, start: int) -> bool:
+    """Is there a complete, valid record somewhere after start? (Tells a torn
+    tail from a corrupted length field with good data behind it.)"""
+    pos = data.find(MAGIC, start)
+    while pos != -1:
+        payload, _ = _check(data, pos)
+        if payload is not None:
+            return True
+        pos = data.find(MAGIC, pos + 1)
+    return False
+
+
+def read_records(data: bytes, name: str = "<log>") -> ReadResult:
+    """Return the longest valid prefix of records; never a wrong record."""
+    payloads: list[bytes] = []
+    offsets: list[int] = []
+    pos = 0
+    size = len(data)
+    while pos < size:
+        payload, reason = _check(data, pos)
+        if payload is not None:
+            payloads.append(payload)
+            offsets.append(pos)
+            pos += HEADER_SIZE + HEADER.unpack_from(data, pos)[3]
+            continue
+        rest = data[pos:]
+        torn = False
+        if reason == "short":
+            torn = rest.startswith(MAGIC[: len(rest)]) or not rest.strip(b"\0")
+        elif reason == "beyond":
+            torn = not _valid_record_after(data, pos + 1)
+        elif reason == "bad checksum":
+            end = pos + HEADER_SIZE + HEADER.unpack_from(data, pos)[3]
+            # the final record, with nothing valid hidden behind a damaged length
+            torn = end == size and not _valid_record_after(data, pos + 1)
+        elif not rest.strip(b"\0"):
+            torn = True  # a zero-filled tail left by the filesystem after a crash
+        if torn:
+            return ReadResult(payloads, pos, True, None, offsets)
+        reason = {"short": "bad record header", "beyond": "bad record length"}.get(reason, reason)
+        if reason.startswith("record format version"):
+            warning = f"{name}: unsupported {reason} at offset {pos}; recovery stops there"
+        else:
+            warning = f"{name}: {reason} at offset {pos}; recovery stops at the last good record"
+        return ReadResult(payloads, pos, False, warning, offsets)
+    return ReadResult(payloads, pos, False, None, offsets)

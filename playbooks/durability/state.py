@@ -1,0 +1,212 @@
+"""The execution state as a pure function of the record stream.
+
+Everything durable is a small JSON record appended to the execution's log;
+:class:`ExecutionState` applies records in order. Recovery loads the newest
+snapshot (``to_snapshot`` output) and applies the records after it, so the
+state after a crash is exactly the state the records describe: nothing is
+inferred from searching text.
+
+Record kinds (``k``):
+  exec   program identity           {"program", "hash", "created"}
+  frame  a playbook call starts     {"f", "parent", "playbook", "kind", "args"}
+  turn   an LLM turn (or code body) {"f", "t", "llm": bool}
+  text   response text arrived      {"f", "t", "s", "done"?}
+  await  an awaited call finished   {"f", "t", "i", "q", "ok"|"err", "ev"?}
+  ckpt   a statement finished       {"f", "t", "i", "n", "stmt", "vars", "del", "ts"}
+  obs    what a turn led to         {"f", "t", "s"}
+  end    a playbook call returned   {"f", "ok"|"err"}
+  status the execution ended        {"status", "message"}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import serialization
+
+TRANSCRIPT_KEEP = 500
+
+
+def call_key(turn: int, statement: int, seq: int) -> str:
+    return f"{turn}.{statement}.{seq}"
+
+
+@dataclass
+class FrameState:
+    id: str
+    parent: str | None
+    playbook: str
+    kind: str
+    args: dict[str, Any] = field(default_factory=dict)
+    turn: int = 0
+    texts: list[str] = field(default_factory=list)
+    done: list[bool] = field(default_factory=list)
+    observations: list[str] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)  # the execution-wide LLM call index of each turn
+    cursor: int = 0
+    journal: dict[str, dict] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)
+    executed: list[str] = field(default_factory=list)
+    statement: str = ""
+    step: str | None = None
+    result: dict | None = None
+    checkpoint: int = 0
+
+    def text(self, turn: int) -> str:
+        return self.texts[turn] if turn < len(self.texts) else ""
+
+    def turn_done(self, turn: int) -> bool:
+        return turn < len(self.done) and self.done[turn]
+
+
+@dataclass
+class ExecutionState:
+    execution_id: str = ""
+    program: dict[str, Any] = field(default_factory=dict)
+    frames: dict[str, FrameState] = field(default_factory=dict)
+    counter: int = 0
+    llm_calls: int = 0
+    consumed: int = 0
+    status: str = "running"
+    message: str = ""
+    transcript: list[dict] = field(default_factory=list)
+    last_frame: str | None = None
+    timestamp: float = 0.0
+
+    # -- applying records -------------------------------------------------
+    def apply(self, r: dict) -> None:
+        getattr(self, "_on_" + r["k"])(r)
+
+    def _on_exec(self, r: dict) -> None:
+        self.program = {k: v for k, v in r.items() if k != "k"}
+
+    def _on_frame(self, r: dict) -> None:
+        self.frames[r["f"]] = FrameState(
+            id=r["f"],
+            parent=r.get("parent"),
+            playbook=r.get("playbook", ""),
+            kind=r.get("kind", "code"),
+            args=r.get("args", {}),
+        )
+
+    def _frame(self, r: dict) -> FrameState:
+        fid = r["f"]
+        frame = self.frames.get(fid)
+        if frame is None:  # the standalone executor writes no "frame" record
+            frame = self.frames[fid] = FrameState(fid, None, "", "code")
+        return frame
+
+    def _on_turn(self, r: dict) -> None:
+        frame = self._frame(r)
+        t = r["t"]
+        frame.turn = t
+        frame.cursor = 0
+        frame.executed = []
+        frame.journal = {}
+        while len(frame.texts) <= t:
+            frame.texts.append("")
+            frame.done.append(False)
+        frame.texts[t] = ""
+        frame.done[t] = False
+        if r.get("llm"):
+            while len(frame.calls) <= t:
+                frame.calls.append(-1)
+            frame.calls[t] = self.llm_calls
+            self.llm_calls += 1
+
+    def _on_text(self, r: dict) -> None:
+        frame = self._frame(r)
+        t = r["t"]
+        while len(frame.texts) <= t:
+            frame.texts.append("")
+            frame.done.append(False)
+        frame.texts[t] += r.get("s", "")
+        if r.get("done"):
+            frame.done[t] = True
+
+    def _on_await(self, r: dict) -> None:
+        frame = self._frame(r)
+        key = call_key(r["t"], r["i"], r["q"])
+        frame.journal[key] = {k: r[k] for k in ("ok", "err") if k in r}
+        self.frames.pop(f"{frame.id}/{key}", None)  # the callee's result now lives here
+        ev = r.get("ev")
+        if ev:
+            if "say" in ev:
+                self.transcript.append(ev["say"])
+                del self.transcript[:-TRANSCRIPT_KEEP]
+            if "consumed" in ev:
+                self.consumed = max(self.consumed, ev["consumed"])
+            if "step" in ev:
+                frame.step = ev["step"]
+
+    def _on_ckpt(self, r: dict) -> None:
+        frame = self._frame(r)
+        t, i = r["t"], r["i"]
+        for name, delta in r.get("vars", {}).items():
+            frame.vars[name] = serialization.apply(frame.vars.get(name), delta)
+        for name in r.get("del", ()):
+            frame.vars.pop(name, None)
+        frame.turn = t
+        frame.cursor = i
+        prefix = f"{t}."
+        frame.journal = {
+            k: v
+            for k, v in frame.journal.items()
+            if k.startswith(prefix) and int(k.split(".")[1]) >= i
+        }
+        if "stmt" in r:
+            frame.statement = r["stmt"]
+            frame.executed.append(r["stmt"])
+        frame.checkpoint = r["n"]
+        self.counter = r["n"]
+        self.last_frame = frame.id
+        self.timestamp = r.get("ts", self.timestamp)
+
+    def _on_obs(self, r: dict) -> None:
+        frame = self._frame(r)
+        while len(frame.observations) <= r["t"]:
+            frame.observations.append("")
+        frame.observations[r["t"]] = r.get("s", "")
+
+    def _on_end(self, r: dict) -> None:
+        frame = self._frame(r)
+        frame.result = {k: r[k] for k in ("ok", "err") if k in r}
+        frame.journal = {}
+        frame.vars = {}
+
+    def _on_put(self, r: dict) -> None:
+        """A whole checkpoint stored through the saver protocol: not runtime state."""
+
+    _on_forget = _on_put
+
+    def _on_status(self, r: dict) -> None:
+        self.status = r["status"]
+        self.message = r.get("message", "")
+
+    # -- snapshots ---------------------------------------------------------
+    def to_snapshot(self) -> dict:
+        data = asdict(self)
+        return data
+
+    @classmethod
+    def from_snapshot(cls, data: dict) -> ExecutionState:
+        data = dict(data)
+        frames = {fid: FrameState(**f) for fid, f in data.pop("frames", {}).items()}
+        state = cls(**data)
+        state.frames = frames
+        return state
+
+    # -- views -----------------------------------------------------------
+    def call_stack(self) -> list[FrameState]:
+        """The chain of running frames, outermost first (the deepest branch)."""
+        running = [f for f in self.frames.values() if f.result is None]
+        if not running:
+            return []
+        deepest = max(running, key=lambda f: f.id.count("/"))
+        chain = []
+        frame: FrameState | None = deepest
+        while frame is not None:
+            chain.append(frame)
+            frame = self.frames.get(frame.parent) if frame.parent else None
+        return list(reversed(chain))

@@ -1,0 +1,286 @@
+"""StreamingPythonExecutor: runs model-written code while it streams in.
+
+Each top-level statement runs as soon as the splitter proves it complete.
+Every await inside it goes through the frame's :class:`Journal`, and after a
+statement that awaited, a checkpoint records what its variables became. On
+resume the executor is re-entered at the first unfinished statement of the
+stored response (a structural index, never a text search) and the finished
+awaits of that statement replay their recorded results.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import linecache
+from collections.abc import Callable
+from typing import Any
+
+from .journal import JOURNAL_NAME, Entry, Journal, journal_awaits
+from .splitter import Statement, StatementSplitter
+
+RETURN_NAME = "__pb_return__"
+
+
+class PlaybookReturn(BaseException):
+    """Raised by ``Return(...)`` (and ``return`` in a Python playbook) to end a frame."""
+
+    def __init__(self, value: Any = None) -> None:
+        super().__init__(value)
+        self.value = value
+
+
+class _ReturnToRaise(ast.NodeTransformer):
+    """``return x`` at the top scope of a Python playbook body ends the frame."""
+
+    def visit_Return(self, node: ast.Return) -> ast.AST:
+        call = ast.Call(ast.Name(RETURN_NAME, ast.Load()), [node.value] if node.value else [], [])
+        return ast.copy_location(ast.Raise(exc=call, cause=None), node)
+
+    def _skip(self, node: ast.AST) -> ast.AST:
+        return node
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = visit_ClassDef = _skip
+
+
+def response_line(error: BaseException, filename: str) -> int | None:
+    """The line of the response where ``error`` happened, in the response's numbering."""
+    if isinstance(error, SyntaxError) and error.filename == filename:
+        return error.lineno
+    line = None
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line if line is not None else getattr(error, "lineno", None)
+
+
+class StreamingPythonExecutor:
+    """Executes streamed code statement by statement, durably when given a manager.
+
+    ``namespace`` entries given by the caller are runtime-provided (functions,
+    stubs, built-ins): they are never checkpointed. Everything else the code
+    binds is a variable and is checkpointed.
+    """
+
+    def __init__(
+        self,
+        agent: Any = None,
+        *,
+        namespace: dict[str, Any] | None = None,
+        checkpoint_manager: Any = None,
+        frame_id: str = "main",
+        turn: int = 0,
+        filename: str | None = None,
+        line_offset: int = 0,
+        python_body: bool = False,
+        checker: Callable[[ast.stmt], ast.stmt] | None = None,
+        around: Callable[[Any], Any] | None = None,
+        variables: dict[str, Any] | None = None,
+        record_text: bool = True,
+    ) -> None:
+        self.agent = agent
+        self.namespace: dict[str, Any] = namespace if namespace is not None else {}
+        self.checkpoint_manager = checkpoint_manager
+        self.frame_id = frame_id
+        self.turn = turn
+        self.filename = filename or f"<llm:{frame_id}:{turn}>"
+        self.line_offset = line_offset
+        self.python_body = python_body
+        self.checker = checker
+        self.cursor = 0  # statements of this response finished
+        self.executed: list[str] = []
+        self.error: BaseException | None = None
+        self.finalized = False
+        self._provided = {k: id(v) for k, v in self.namespace.items()}
+        if variables:
+            self.namespace.update(variables)
+        self._record_text = record_text
+        self._splitter = StatementSplitter(self.filename)
+        self._skip = 0
+        self._replay: dict[tuple[int, int, int], Entry] = {}
+        self._known_response: str | None = None
+        self._recorded = 0  # characters of the response already durable
+        self._recorded_done = False
+        self.journal = Journal(frame_id, lookup=self._lookup, sink=self._sink, around=around)
+        self.namespace[JOURNAL_NAME] = self.journal
+        if python_body:
+            self.namespace[RETURN_NAME] = PlaybookReturn
+
+    # -- public API --------------------------------------------------------
+    def set_llm_response(self, text: str) -> None:
+        """The whole response is already known: it is what checkpoints store."""
+        self._known_response = text
+
+    async def add_chunk(self, text: str) -> None:
+        if self.finalized:
+            raise RuntimeError("add_chunk after finalize: this response is finished")
+        if self.error is not None:
+            return
+        await self._run_all(lambda: self._splitter.feed(text))
+
+    async def finalize(self) -> None:
+        if self.finalized:
+            return
+        self.finalized = True
+        if self.error is None:
+            # finish() hands back what is complete, then raises a pending error next call
+            while await self._run_all(self._splitter.finish):
+                pass
+        self._flush_text(done=True)
+
+    @property
+    def llm_response(self) -> str:
+        return self._known_response if self._known_response is not None else self._splitter.text
+
+    @property
+    def code(self) -> str:
+        return self._splitter.code
+
+    @property
+    def executed_code(self) -> str:
+        return "\n".join(self.executed)
+
+    def variables(self) -> dict[str, Any]:
+        """What the code bound: everything that is not runtime-provided."""
+        provided = self._provided
+        return {
+            k: v
+            for k, v in self.namespace.items()
+            if not k.startswith("__") and provided.get(k) != id(v)
+        }
+
+    @classmethod
+    async def resume_from_checkpoint(
+        cls,
+        agent: Any,
+        checkpoint_data: dict[str, Any],
+        namespace: dict[str, Any] | None = None,
+        *,
+        checkpoint_manager: Any = None,
+        **options: Any,
+    ) -> StreamingPythonExecutor:
+        """Restore variables over ``namespace`` and run only the code not yet run."""
+        meta = checkpoint_data["metadata"]
+        cursor = meta.get("cursor") or {}
+        executor = cls(
+            agent,
+            namespace=namespace,
+            checkpoint_manager=checkpoint_manager,
+            frame_id=cursor.get("frame", meta.get("frame", "main")),
+            turn=cursor.get("turn", 0),
+            **options,
+        )
+        executor.namespace.update(checkpoint_data.get("namespace") or {})
+        from ..durability.manager import decode_error  # durability is below us
+        from ..durability.serialization import decode
+
+        for key, entry in (cursor.get("awaits") or {}).items():
+            t, i, q = (int(part) for part in key.split("."))
+            if "err" in entry:
+                executor._replay[(t, i, q)] = Entry(error=decode_error(entry["err"]))
+            else:
+                executor._replay[(t, i, q)] = Entry(value=decode(entry.get("ok")))
+        text = meta.get("llm_response") or ""
+        await executor.resume(
+            text, cursor.get("statement", 0), done=meta.get("llm_response_complete", False)
+        )
+        return executor
+
+    async def resume(self, text: str, statements_done: int, *, done: bool) -> None:
+        """Feed the stored ``text``, skipping the first ``statements_done`` statements."""
+        self._skip = statements_done
+        self.cursor = statements_done
+        self._recorded = len(text)
+        self._recorded_done = done
+        if text:
+            await self.add_chunk(text)
+        if done:
+            await self.finalize()
+
+    # -- internals ---------------------------------------------------------
+    def _lookup(self, key: tuple[int, int, int]) -> Entry | None:
+        if self.checkpoint_manager is not None:
+            found = self.checkpoint_manager.lookup(self.frame_id, key)
+            if found is not None:
+                return Entry(value=found[0], error=found[1])
+        return self._replay.get(key)
+
+    def _sink(self, key, value: Any, error: BaseException | None, events: dict) -> None:
+        if self.checkpoint_manager is not None:
+            self.checkpoint_manager.record_await(self.frame_id, key, value, error, events)
+
+    def _flush_text(self, *, done: bool = False) -> None:
+        """Make the response text durable up to here before code from it runs."""
+        if self.checkpoint_manager is None or not self._record_text:
+            return
+        if self._known_response is not None:
+            target, done = self._known_response, True
+        else:
+            target = self._splitter.text
+        new = target[self._recorded :]
+        if new or (done and not self._recorded_done):
+            self.checkpoint_manager.record_text(self.frame_id, self.turn, new, done=done)
+            self._recorded = len(target)
+            self._recorded_done = done
+
+    async def _run_all(self, produce: Callable[[], list[Statement]]) -> int:
+        try:
+            statements = produce()
+        except SyntaxError as error:
+            self._fail(error)
+            raise
+        for statement in statements:
+            await self._run(statement)
+        return len(statements)
+
+    async def _run(self, statement: Statement) -> None:
+        if statement.index < self._skip:
+            return
+        self._flush_text()
+        try:
+            node = statement.node
+            if self.python_body:
+                node = _ReturnToRaise().visit(node)
+            elif self.checker is not None:
+                node = self.checker(node)
+            node, _ = journal_awaits(node)
+            if self.line_offset:
+                ast.increment_lineno(node, self.line_offset)
+            code = compile(
+                ast.Module(body=[node], type_ignores=[]),
+                self.filename,
+                "exec",
+                flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                dont_inherit=True,
+            )
+            self.journal.begin(self.turn, statement.index)
+            result = eval(code, self.namespace)  # noqa: S307 - this is the product
+            if inspect.iscoroutine(result):
+                await result
+        except Exception as error:
+            self._fail(error)
+            raise
+        self.cursor = statement.index + 1
+        self.executed.append(statement.source)
+        if self.journal.seq and self.checkpoint_manager is not None:
+            self.checkpoint_manager.record_checkpoint(
+                self.frame_id,
+                turn=self.turn,
+                cursor=self.cursor,
+                statement=statement.source,
+                variables=self.variables(),
+            )
+
+    def end_response(self) -> None:
+        """The caller stopped reading the stream (after an error): what we have is all."""
+        self.finalized = True
+        self._flush_text(done=True)
+
+    def _fail(self, error: BaseException) -> None:
+        self.error = error
+        if self.filename.startswith("<"):  # a real file is read from disk by linecache
+            lines = self.llm_response.splitlines(keepends=True)
+            linecache.cache[self.filename] = (len(self.llm_response), None, lines, self.filename)
+        error.response_line = response_line(error, self.filename)  # type: ignore[attr-defined]

@@ -1,0 +1,346 @@
+"""The interpreter: runs playbook calls as frames, durably when given a manager.
+
+A playbook call is a frame whose id is the call id of the await that made it
+(``main/2.3.0/0.1.0``...), so after a crash the re-executed caller reaches
+the same await, asks for the same frame, and the callee resumes where it was
+instead of starting over: the whole chain is rebuilt, at any depth.
+
+A Markdown playbook is a loop of LLM turns; each turn streams one response
+into a :class:`StreamingPythonExecutor`. A Python playbook's body runs
+through the same executor, so its awaits are journaled the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..language import AgentSpec, PlaybookSpec
+from ..llm import LLMError, LLMRequest, TurnContext, build_messages
+from .builtins import Conversation, ProgramEnd, make_builtins
+from .executor import PlaybookReturn, StreamingPythonExecutor
+from .journal import CURRENT_CALL
+from .safety import Budget, SafetyError, check_statement, instrument, safe_builtins
+
+ROOT = "main"
+WAITING = frozenset({"Yld"})
+
+
+class ProgramFailed(BaseException):
+    """The program cannot go on (LLM unreachable, call budget spent): exit 1."""
+
+
+@dataclass
+class Limits:
+    max_llm_calls: int = 50
+    allowed_imports: tuple[str, ...] = ()
+    statement_timeout: float = 300.0
+    loop_budget: int = 10_000_000
+    max_alloc: int = 100_000_000
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_error(error: BaseException) -> str:
+    line = getattr(error, "response_line", None)
+    where = f"line {line}: " if line else ""
+    if isinstance(error, SafetyError):
+        return str(error)
+    if isinstance(error, SyntaxError):
+        return f"{where}SyntaxError: {error.msg}"
+    return f"{where}{type(error).__name__}: {error}"
+
+
+def signature(spec: PlaybookSpec) -> str:
+    params = ", ".join(f"${p}" for p in spec.params)
+    returns = f" -> {spec.returns}" if spec.returns else ""
+    return f"{spec.name}({params}){returns}"
+
+
+@dataclass
+class Interpreter:
+    agent: AgentSpec
+    python_globals: dict[str, Any]
+    llm: Any
+    conversation: Conversation
+    manager: Any = None
+    limits: Limits = field(default_factory=Limits)
+    program_path: str = "<program>"
+    on_event: Callable[[dict], None] | None = None
+    llm_calls: int = 0
+    _claimed: set[str] = field(default_factory=set)
+    _stack: list[str] = field(default_factory=list)
+
+    # -- entry -------------------------------------------------------------
+    async def run(self) -> Any:
+        entry = self.agent.entry
+        if entry is None:
+            raise ProgramFailed(f"agent {self.agent.name} has no playbooks to run")
+        if self.manager is not None:
+            self.llm_calls = self.manager.open().llm_calls
+        try:
+            return await self.call(entry, (), {})
+        except ProgramEnd:
+            return None
+
+    def callables(self) -> dict[str, Callable[..., Any]]:
+        """Every playbook of the agent as an awaitable function."""
+        table = {}
+        for spec in self.agent.playbooks:
+
+            async def call(*args: Any, _spec: PlaybookSpec = spec, **kwargs: Any) -> Any:
+                return await self.call(_spec, args, kwargs)
+
+            call.__name__ = call.__qualname__ = spec.name
+            table[spec.name] = call
+        return table
+
+    # -- a playbook call is a frame ------------------------------------------
+    def _frame_id(self) -> tuple[str, str | None]:
+        base = CURRENT_CALL.get()
+        parent = base.rsplit("/", 1)[0] if base else None
+        base = base or ROOT
+        frame_id, n = base, 1
+        while frame_id in self._claimed:
+            frame_id = f"{base}#{n}"
+            n += 1
+        self._claimed.add(frame_id)
+        return frame_id, parent
+
+    def _bind(self, spec: PlaybookSpec, args: tuple, kwargs: dict) -> dict[str, Any]:
+        if spec.kind == "python":
+            fn = self.python_globals[spec.name]
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+            bound.apply_defaults()
+            return dict(bound.arguments)
+        names = list(spec.params)
+        if len(args) > len(names):
+            raise TypeError(
+                f"{spec.name}() takes {len(names)} arguments but {len(args)} were given"
+            )
+        values = dict(zip(names, args))
+        for key, value in kwargs.items():
+            values[key.lstrip("$")] = value
+        return values
+
+    async def call(self, spec: PlaybookSpec, args: tuple, kwargs: dict) -> Any:
+        frame_id, parent = self._frame_id()
+        variables = self._bind(spec, args, kwargs)
+        stored = None
+        if self.manager is not None:
+            stored = self.manager.frame(frame_id)
+            if stored is not None and stored.result is not None:
+                if "err" in stored.result:
+                    from ..durability.manager import decode_error
+
+                    raise decode_error(stored.result["err"])
+                return self.manager.decode(stored.result.get("ok"))
+            if stored is None:
+                self.manager.record_frame(
+                    frame_id, parent=parent, playbook=spec.name, kind=spec.kind, args=variables
+                )
+            else:
+                variables = {k: self.manager.decode(v) for k, v in stored.vars.items()} or variables
+        self._stack.append(spec.name)
+        try:
+            if spec.kind == "python":
+                value = await self._run_python(spec, frame_id, variables, stored)
+            else:
+                value = await self._run_markdown(spec, frame_id, variables, stored)
+        except Exception as error:
+            if self.manager is not None:
+                self.manager.record_end(frame_id, error=error)
+            raise
+        finally:
+            self._stack.pop()
+        if self.manager is not None:
+            self.manager.record_end(frame_id, value)
+        return value
+
+    def _namespace(self, frame_id: str, *, generated: bool) -> dict[str, Any]:
+        namespace: dict[str, Any] = dict(self.python_globals)
+        namespace.update(self.callables())
+        namespace.update(
+            make_builtins(
+                agent=self.agent.name,
+                frame_id=frame_id,
+                conversation=self.conversation,
+                namespace=namespace,
+            )
+        )
+        if generated:
+            limits = self.limits
+            namespace["__builtins__"] = safe_builtins(limits.allowed_imports)
+            namespace["__pb_budget__"] = Budget(limits.loop_budget, limits.max_alloc)
+        return namespace
+
+    def _checker(self, namespace: dict[str, Any]) -> Callable[[Any], Any]:
+        budget = namespace["__pb_budget__"]
+        allowed = self.limits.allowed_imports
+
+        def check(node: Any) -> Any:
+            check_statement(node, allowed_imports=allowed)
+            budget.reset()
+            return instrument(node)
+
+        return check
+
+    async def _around(self, awaitable: Any) -> Any:
+        """A per-await timeout, except for waiting on the person or a playbook call."""
+        name = getattr(awaitable, "__name__", "")
+        if name in WAITING or self.agent.playbook(name) is not None:
+            return await awaitable
+        return await asyncio.wait_for(awaitable, self.limits.statement_timeout)
+
+    # -- Python playbooks ----------------------------------------------------
+    async def _run_python(
+        self, spec: PlaybookSpec, frame_id: str, variables: dict, stored: Any
+    ) -> Any:
+        namespace = self._namespace(frame_id, generated=False)
+        executor = StreamingPythonExecutor(
+            None,
+            namespace=namespace,
+            variables=variables,
+            checkpoint_manager=self.manager,
+            frame_id=frame_id,
+            filename=self.program_path,
+            line_offset=spec.body_line - 1,
+            python_body=True,
+            around=self._around,
+            record_text=False,
+        )
+        cursor = stored.cursor if stored is not None else 0
+        try:
+            await executor.resume(spec.body_source, cursor, done=True)
+        except PlaybookReturn as done:
+            return done.value
+        return None
+
+    # -- Markdown playbooks: a loop of LLM turns -------------------------------
+    async def _run_markdown(
+        self, spec: PlaybookSpec, frame_id: str, variables: dict, stored: Any
+    ) -> Any:
+        provided = self._namespace(frame_id, generated=True)
+        turn = stored.turn if stored is not None else 0
+        history: list[tuple[str, str]] = []
+        if stored is not None:
+            for t in range(turn):
+                obs = stored.observations[t] if t < len(stored.observations) else ""
+                history.append((stored.text(t), obs))
+        resuming = stored is not None and turn < len(stored.texts)
+        while True:
+            namespace = dict(provided)
+            executor = StreamingPythonExecutor(
+                None,
+                namespace=namespace,
+                variables=variables,
+                checkpoint_manager=self.manager,
+                frame_id=frame_id,
+                turn=turn,
+                checker=self._checker(namespace),
+                around=self._around,
+                record_text=False,  # _stream records the text as it arrives
+            )
+            try:
+                if resuming:
+                    assert stored is not None
+                    await self._resume_turn(spec, executor, stored, turn, history, variables)
+                else:
+                    await self._new_turn(spec, executor, frame_id, turn, history, variables)
+                outcome = "The code ran to its end without calling Return. Continue with the next steps, or Return."
+            except PlaybookReturn as done:
+                return done.value
+            except Exception as error:  # the model's code failed: tell it next turn
+                executor.end_response()
+                self._turn_done(frame_id, turn)
+                outcome = f"Your code failed at {describe_error(error)}. Nothing after it ran. Fix it and continue."
+            resuming = False
+            variables = executor.variables()
+            if self.manager is not None:
+                self.manager.record_observation(frame_id, turn, outcome)
+            history.append((executor.llm_response, outcome))
+            turn += 1
+
+    def _context(self, spec: PlaybookSpec, history: list, variables: dict) -> TurnContext:
+        return TurnContext(
+            agent_name=self.agent.name,
+            agent_description=self.agent.description,
+            playbook_name=spec.name,
+            playbook_source=spec.source,
+            playbooks=[signature(p) for p in self.agent.playbooks],
+            variables={f"${k}": short_repr(v) for k, v in variables.items()},
+            call_stack=list(self._stack),
+            history=list(history),
+        )
+
+    async def _new_turn(self, spec, executor, frame_id, turn, history, variables) -> None:
+        if self.llm_calls >= self.limits.max_llm_calls:
+            raise ProgramFailed(
+                f"playbook {spec.name} did not finish within max_llm_calls = "
+                f"{self.limits.max_llm_calls} LLM calls"
+            )
+        index = self.llm_calls
+        self.llm_calls += 1
+        if self.manager is not None:
+            self.manager.record_turn(frame_id, turn, llm=True)
+        ctx = self._context(spec, history, variables)
+        await self._stream(
+            executor, LLMRequest(build_messages(ctx), index, spec.name), frame_id, turn
+        )
+
+    async def _resume_turn(self, spec, executor, stored, turn, history, variables) -> None:
+        text, done = stored.text(turn), stored.turn_done(turn)
+        await executor.resume(text, stored.cursor, done=done)
+        if done:
+            return
+        index = stored.calls[turn] if turn < len(stored.calls) else self.llm_calls - 1
+        ctx = self._context(spec, history, variables)
+        request = LLMRequest(build_messages(ctx), index, spec.name, partial=text or None)
+        await self._stream(executor, request, stored.id, turn)
+
+    def _turn_done(self, frame_id: str, turn: int) -> None:
+        if self.manager is not None:
+            frame = self.manager.frame(frame_id)
+            if frame is None or not frame.turn_done(turn):
+                self.manager.record_text(frame_id, turn, "", done=True)
+
+    async def _stream(
+        self, executor: StreamingPythonExecutor, request: LLMRequest, frame_id: str, turn: int
+    ) -> None:
+        """Receive and record the stream in its own task, so that it keeps arriving
+        (and becomes durable) while the code runs, nested playbook calls included:
+        a crash deep in a callee then cuts no stream of its callers."""
+        queue: asyncio.Queue = asyncio.Queue()
+        manager = self.manager
+
+        async def receive() -> None:
+            try:
+                async for chunk in self.llm.stream(request):
+                    if manager is not None:
+                        manager.record_text(frame_id, turn, chunk)
+                    queue.put_nowait(chunk)
+                if manager is not None:
+                    manager.record_text(frame_id, turn, "", done=True)
+                queue.put_nowait(None)
+            except LLMError as error:
+                queue.put_nowait(error)
+
+        task = asyncio.create_task(receive())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, LLMError):
+                    raise ProgramFailed(str(item))
+                await executor.add_chunk(item)
+            await executor.finalize()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

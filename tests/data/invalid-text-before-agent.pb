@@ -1,0 +1,9 @@
+
+## Orphan
+### Steps
+- This playbook has no agent
+
+# Late agent
+## Main
+### Steps
+- Hello

@@ -1,0 +1,350 @@
+"""The LLM layer against a real local HTTP server and real files."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # before anything imports litellm
+
+import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runs without `pip install -e .` too
+    sys.path.insert(0, str(ROOT))
+
+from llm_server import ScriptedLLMServer, ScriptResponder  # noqa: E402
+
+from playbooks.llm import (  # noqa: E402
+    CONTINUE_PROMPT,
+    PLAYBOOK_MARKER,
+    LiteLLMClient,
+    LLMError,
+    LLMRequest,
+    RecordingClient,
+    ReplayClient,
+    TurnContext,
+    build_messages,
+    continuation_messages,
+    make_client,
+    parse_request,
+)
+
+MAIN_0 = (
+    "```python\n"
+    'await Step("Main:01")\n'
+    'await Say("user", "Hello! What is your name?")\n'
+    '$name = await Yld("user")\n'
+    "```"
+)
+MAIN_1 = '```python\nawait Step("Main:02")\n$x = await Sub($name)\nawait Return($x)\n```'
+SUB_0 = '```python\nawait Step("Sub:01")\nawait Return(f"hi {$name}")\n```'
+SCRIPT = {"Main": [MAIN_0, MAIN_1], "Sub": [SUB_0]}
+
+
+def ctx(playbook: str = "Main", history: list[tuple[str, str]] | None = None, **kw) -> TurnContext:
+    fields = {
+        "agent_name": "Host",
+        "agent_description": "Greets people.",
+        "playbook_name": playbook,
+        "playbook_source": f"## {playbook}\n### Steps\n- Ask the name\n- Greet",
+        "playbooks": ["Sub($name) -> str"],
+        "args": {},
+        "variables": {},
+        "call_stack": [f"{playbook}:01"],
+        "history": history or [],
+        "observation": "",
+    }
+    fields.update(kw)
+    return TurnContext(**fields)
+
+
+async def collect(client, request: LLMRequest) -> list[str]:
+    return [text async for text in client.stream(request)]
+
+
+@pytest.fixture
+def server():
+    with ScriptedLLMServer(ScriptResponder(SCRIPT), chunk_size=8) as srv:
+        yield srv
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- litellm over real HTTP -------------------------------------------------
+
+
+async def test_litellm_streams_the_script_in_several_chunks(server):
+    client = LiteLLMClient("openai/test-model", api_base=server.url)
+    messages = build_messages(ctx())
+    chunks = await collect(client, LLMRequest(messages, call_index=0, playbook="Main"))
+    assert "".join(chunks) == MAIN_0
+    assert len(chunks) > 1
+    body = server.requests[-1]
+    assert body["stream"] is True
+    assert body["model"] == "test-model"
+    assert body["messages"] == messages
+
+
+async def test_second_turn_and_other_playbook_follow_the_script(server):
+    client = LiteLLMClient("openai/test-model", api_base=server.url)
+    turn1 = build_messages(ctx(history=[(MAIN_0, "The user said: Ada")]))
+    assert "".join(await collect(client, LLMRequest(turn1, 1, "Main"))) == MAIN_1
+    sub = build_messages(ctx("Sub", args={"$name": "'Ada'"}))
+    assert "".join(await collect(client, LLMRequest(sub, 2, "Sub"))) == SUB_0
+
+
+async def test_continuation_sends_partial_verbatim_and_yields_only_the_rest(server):
+    client = LiteLLMClient("openai/test-model", api_base=server.url)
+    messages = build_messages(ctx())
+    partial = MAIN_0[:37]  # cuts a statement in half
+    chunks = await collect(client, LLMRequest(messages, 0, "Main", partial=partial))
+    assert "".join(chunks) == MAIN_0[37:]
+    sent = server.requests[-1]["messages"]
+    assert sent[:-2] == messages
+    assert sent[-2] == {"role": "assistant", "content": partial}
+    assert sent[-1] == {"role": "user", "content": CONTINUE_PROMPT}
+
+
+async def test_stream_cut_by_the_server_is_an_error_not_a_short_reply():
+    def cut(request_number: int, chunk_number: int) -> None:
+        if chunk_number == 3:
+            raise ConnectionAbortedError("cut")
+
+    with ScriptedLLMServer(ScriptResponder(SCRIPT), on_chunk=cut) as srv:
+        client = LiteLLMClient("openai/test-model", api_base=srv.url)
+        received: list[str] = []
+        with pytest.raises(LLMError) as info:
+            async for text in client.stream(LLMRequest(build_messages(ctx()), 0, "Main")):
+                received.append(text)
+    assert "".join(received) == MAIN_0[:24]
+    assert "\n" not in str(info.value)
+    assert "cut off" in str(info.value)
+
+
+async def test_unreachable_api_base_gives_one_line_error():
+    port = closed_port()
+    client = LiteLLMClient("openai/test-model", api_base=f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(LLMError) as info:
+        await collect(client, LLMRequest(build_messages(ctx()), 4, "Main"))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "connection refused" in message
+    assert "openai/test-model" in message and f":{port}" in message and "#4" in message
+
+
+async def test_server_error_gives_http_status_in_one_line():
+    def broken(request: dict) -> str:
+        raise RuntimeError("script exhausted")
+
+    with ScriptedLLMServer(broken) as srv:
+        client = LiteLLMClient("openai/test-model", api_base=srv.url)
+        with pytest.raises(LLMError) as info:
+            await collect(client, LLMRequest(build_messages(ctx()), 0, "Main"))
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert "HTTP 500" in message and "script exhausted" in message
+
+
+async def test_server_answers_non_streaming_requests(server):
+    from playbooks.llm.client import _litellm
+
+    response = await _litellm().acompletion(
+        model="openai/test-model",
+        messages=build_messages(ctx()),
+        api_base=server.url,
+        api_key="sk-local",
+    )
+    assert response.choices[0].message.content == MAIN_0
+
+
+def test_script_responder_rejects_a_partial_that_is_not_a_prefix():
+    responder = ScriptResponder(SCRIPT)
+    messages = continuation_messages(build_messages(ctx()), "```python\nprint(")
+    with pytest.raises(ValueError):
+        responder({"messages": messages})
+    good = continuation_messages(build_messages(ctx()), MAIN_0[:5])
+    assert responder({"messages": good}) == MAIN_0[5:]
+
+
+# --- replay and recording -----------------------------------------------------
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+async def test_replay_streams_by_call_index_in_small_chunks(tmp_path):
+    path = write_jsonl(
+        tmp_path / "r.jsonl",
+        [
+            {"call": 1, "playbook": "Sub", "response": SUB_0},
+            {"call": 0, "playbook": "Main", "response": MAIN_0},
+        ],
+    )
+    client = ReplayClient(path)
+    chunks = await collect(client, LLMRequest([], 0, "Main"))
+    assert "".join(chunks) == MAIN_0
+    assert len(chunks) > 1 and max(len(c) for c in chunks) <= 12
+    assert "".join(await collect(client, LLMRequest([], 1, "Sub"))) == SUB_0
+
+
+async def test_replay_without_call_keys_uses_line_order(tmp_path):
+    path = write_jsonl(
+        tmp_path / "r.jsonl",
+        [{"playbook": "Main", "response": "a"}, {"playbook": "Main", "response": "b"}],
+    )
+    client = ReplayClient(path)
+    assert await collect(client, LLMRequest([], 1, "Main")) == ["b"]
+
+
+async def test_replay_playbook_mismatch_and_missing_entry(tmp_path):
+    path = write_jsonl(tmp_path / "r.jsonl", [{"call": 0, "playbook": "Main", "response": "x"}])
+    client = ReplayClient(path)
+    with pytest.raises(LLMError) as info:
+        await collect(client, LLMRequest([], 0, "Sub"))
+    assert str(info.value) == (
+        f"replay {path}: call #0 was recorded for playbook Main, but Sub asked"
+    )
+    with pytest.raises(LLMError) as info:
+        await collect(client, LLMRequest([], 7, "Sub"))
+    assert str(info.value) == f"replay {path} has no response for LLM call #7 (playbook Sub)"
+
+
+async def test_replay_with_partial_streams_only_the_rest(tmp_path):
+    response = "```python\r\nawait Step('Main:01')\r\nawait Say('user', 'hi')\r\n```"
+    path = write_jsonl(
+        tmp_path / "r.jsonl", [{"call": 0, "playbook": "Main", "response": response}]
+    )
+    client = ReplayClient(path)
+    partial = "```python\nawait Step('Main:01')\naw"
+    rest = "".join(await collect(client, LLMRequest([], 0, "Main", partial=partial)))
+    assert partial + rest == response.replace("\r\n", "\n")
+    with pytest.raises(LLMError, match="not a prefix"):
+        await collect(client, LLMRequest([], 0, "Main", partial="```python\nprint("))
+
+
+async def test_replay_malformed_line_names_file_and_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"call": 0, "playbook": "Main", "response": "x"}\n\n{oops\n')
+    with pytest.raises(LLMError) as info:
+        await collect(ReplayClient(path), LLMRequest([], 0, "Main"))
+    assert f"{path}:3" in str(info.value)
+    path.write_text('{"call": 0, "playbook": "Main"}\n')
+    with pytest.raises(LLMError, match=r"r\.jsonl:1"):
+        await collect(ReplayClient(path), LLMRequest([], 0, "Main"))
+
+
+async def test_replay_reads_the_file_once_and_lazily(tmp_path):
+    path = tmp_path / "r.jsonl"
+    client = ReplayClient(path)  # not there yet: no error until used
+    write_jsonl(path, [{"call": 0, "playbook": "Main", "response": "first"}])
+    assert await collect(client, LLMRequest([], 0, "Main")) == ["first"]
+    write_jsonl(path, [{"call": 0, "playbook": "Main", "response": "changed"}])
+    assert await collect(client, LLMRequest([], 0, "Main")) == ["first"]
+    with pytest.raises(LLMError, match="cannot read"):
+        await collect(ReplayClient(tmp_path / "missing.jsonl"), LLMRequest([], 0, "Main"))
+
+
+async def test_recording_then_replay_gives_identical_text(server, tmp_path):
+    record = tmp_path / "rec.jsonl"
+    client = make_client("openai/test-model", api_base=server.url, record=str(record))
+    assert isinstance(client, RecordingClient)
+    first = build_messages(ctx())
+    live = [
+        "".join(await collect(client, LLMRequest(first, 0, "Main"))),
+        "".join(await collect(client, LLMRequest(build_messages(ctx("Sub")), 1, "Sub"))),
+    ]
+    rest = "".join(await collect(client, LLMRequest(first, 2, "Main", partial=MAIN_0[:20])))
+    assert rest == MAIN_0[20:]
+    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    assert rows == [
+        {"call": 0, "playbook": "Main", "response": MAIN_0},
+        {"call": 1, "playbook": "Sub", "response": SUB_0},
+        {"call": 2, "playbook": "Main", "response": MAIN_0},
+    ]
+    replay = make_client(f"replay:{record}")
+    assert isinstance(replay, ReplayClient)
+    assert "".join(await collect(replay, LLMRequest([], 0, "Main"))) == live[0]
+    assert "".join(await collect(replay, LLMRequest([], 1, "Sub"))) == live[1]
+    resumed = await collect(replay, LLMRequest([], 2, "Main", partial=MAIN_0[:20]))
+    assert "".join(resumed) == rest
+
+
+async def test_a_stream_abandoned_midway_is_not_recorded(tmp_path):
+    source = write_jsonl(
+        tmp_path / "src.jsonl", [{"call": 0, "playbook": "Main", "response": MAIN_0}]
+    )
+    record = tmp_path / "rec.jsonl"
+    client = RecordingClient(ReplayClient(source), record)
+    stream = client.stream(LLMRequest([], 0, "Main"))
+    assert await stream.__anext__() == MAIN_0[:12]
+    await stream.aclose()
+    assert not record.exists()
+
+
+def test_make_client_picks_the_client():
+    client = make_client("openai/test-model", api_base="http://127.0.0.1:1/v1")
+    assert isinstance(client, LiteLLMClient)
+    assert client.api_key  # a local server still gets a key so litellm does not complain
+    assert make_client("openai/x", api_key="k").api_key == "k"
+
+
+def test_importing_the_package_does_not_import_litellm():
+    code = "import sys, playbooks.llm; sys.exit('litellm' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
+    assert result.returncode == 0, result.stderr
+
+
+# --- prompts ------------------------------------------------------------------
+
+
+def test_build_messages_is_deterministic_and_structured():
+    history = [(MAIN_0, "The user said: Ada")]
+    a = build_messages(
+        ctx(history=history, variables={"$a": "1", "$b": "2"}, observation="Sub returned 'hi'")
+    )
+    b = build_messages(
+        ctx(
+            history=list(history), variables={"$b": "2", "$a": "1"}, observation="Sub returned 'hi'"
+        )
+    )
+    assert a == b
+    assert [m["role"] for m in a] == ["system", "user", "assistant", "user"]
+    assert "```python" in a[0]["content"] and "Yld" in a[0]["content"]
+    assert a[1]["content"].startswith(f"{PLAYBOOK_MARKER}Main\n")
+    assert "Sub($name) -> str" in a[1]["content"] and "Write the code" in a[1]["content"]
+    assert a[2]["content"] == MAIN_0
+    assert "The user said: Ada" in a[3]["content"] and "Sub returned 'hi'" in a[3]["content"]
+    assert a[3]["content"].endswith("Continue.")
+    assert build_messages(ctx(observation="x")) != build_messages(ctx(observation="y"))
+
+
+def test_build_messages_truncates_long_values():
+    messages = build_messages(ctx(variables={"$big": "x" * 5000}))
+    assert "x" * 300 not in messages[1]["content"]
+    assert "$big = " in messages[1]["content"]
+
+
+@given(
+    playbook=st.from_regex(r"[A-Z][A-Za-z0-9_]{0,20}", fullmatch=True),
+    history=st.lists(st.tuples(st.text(max_size=40), st.text(max_size=40)), max_size=4),
+    partial=st.none() | st.text(min_size=1, max_size=60),
+)
+def test_parse_request_round_trips(playbook, history, partial):
+    messages = build_messages(ctx(playbook, history=history, observation="obs"))
+    if partial is not None:
+        messages = continuation_messages(messages, partial)
+    assert parse_request(messages) == (playbook, len(history), partial)

@@ -1,0 +1,302 @@
+"""The per-execution log: reopen, damage, fallback, retention, blobs, lock, ids, modes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from playbooks.durability.log import (
+    ExecutionLocked,
+    ExecutionLog,
+    StorageError,
+    delete_execution,
+    gc,
+    list_executions,
+    validate_execution_id,
+)
+from playbooks.durability.records import HEADER_SIZE, read_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ckpt(n: int, **vars) -> dict:
+    return {"k": "ckpt", "n": n, "vars": vars}
+
+
+def replay(loaded) -> dict:
+    """The state model used in these tests: the latest value of each variable."""
+    state = {"n": -1, "vars": {}} if loaded.snapshot is None else loaded.snapshot
+    state = {"n": state["n"], "vars": dict(state["vars"])}
+    for rec in loaded.records:
+        state["n"] = rec["n"]
+        state["vars"].update(rec["vars"])
+    return state
+
+
+def fill(log: ExecutionLog, start: int, stop: int, state: dict) -> None:
+    for i in range(start, stop):
+        log.append(ckpt(i, x=i * 10))
+        state["n"], state["vars"]["x"] = i, i * 10
+
+
+def test_reopen_append_load(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "run-1")
+    state = {"n": -1, "vars": {}}
+    fill(log, 0, 5, state)
+    log.write_snapshot({"n": state["n"], "vars": dict(state["vars"])})
+    fill(log, 5, 8, state)
+    log.close()
+
+    again = ExecutionLog(tmp_path, "run-1", create=False)
+    loaded = again.load()
+    assert loaded.generation == 1 and not loaded.rebuilt and loaded.warnings == []
+    assert loaded.snapshot == {"n": 4, "vars": {"x": 40}}
+    assert [r["n"] for r in loaded.records] == [5, 6, 7]
+    fill(again, 8, 10, state)
+    again.close()
+    final = ExecutionLog(tmp_path, "run-1").load()
+    assert replay(final) == {"n": 9, "vars": {"x": 90}}
+    assert [r["n"] for r in ExecutionLog(tmp_path, "run-1").checkpoint_records()] == list(range(10))
+
+
+def test_fresh_and_missing(tmp_path) -> None:
+    loaded = ExecutionLog(tmp_path, "new").load()
+    assert (loaded.snapshot, loaded.records, loaded.generation) == (None, [], 0)
+    with pytest.raises(StorageError, match="no checkpoint data"):
+        ExecutionLog(tmp_path, "absent", create=False)
+
+
+def test_torn_tail_is_ignored_then_trimmed(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "t")
+    state = {"n": -1, "vars": {}}
+    fill(log, 0, 4, state)
+    log.close()
+    seg = tmp_path / "t" / "log-000000"
+    good = seg.stat().st_size
+    with open(seg, "ab") as f:  # half of a record: the process died mid-write
+        f.write(b"\xfe\xb1\x01\x00\xff\x00\x00\x00\x12\x34")
+    log = ExecutionLog(tmp_path, "t")
+    loaded = log.load()
+    assert [r["n"] for r in loaded.records] == [0, 1, 2, 3] and not loaded.warnings
+    assert not loaded.needs_snapshot
+    log.append(ckpt(4, x=40), sync=True)
+    log.close()
+    assert seg.stat().st_size > good
+    loaded = ExecutionLog(tmp_path, "t").load()
+    assert [r["n"] for r in loaded.records] == [0, 1, 2, 3, 4] and not loaded.warnings
+
+
+def test_corrupt_record_in_the_middle(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "c")
+    state = {"n": -1, "vars": {}}
+    fill(log, 0, 6, state)
+    log.close()
+    seg = tmp_path / "c" / "log-000000"
+    data = bytearray(seg.read_bytes())
+    offset = read_records(bytes(data)).offsets[3]  # damage the 4th record (n=3)
+    data[offset + HEADER_SIZE + 3] ^= 0x20
+    seg.write_bytes(bytes(data))
+
+    log = ExecutionLog(tmp_path, "c")
+    loaded = log.load()
+    assert replay(loaded) == {"n": 2, "vars": {"x": 20}}  # the last good record
+    assert len(loaded.warnings) == 1
+    assert f"log-000000: bad checksum at offset {offset}" in loaded.warnings[0]
+    assert loaded.needs_snapshot and log.should_snapshot()
+    with pytest.raises(StorageError, match="fresh snapshot"):
+        log.append(ckpt(3, x=30))
+    log.write_snapshot(replay(loaded))  # the lead's job after such a load
+    log.append(ckpt(3, x=31))
+    log.close()
+    loaded = ExecutionLog(tmp_path, "c").load()
+    assert replay(loaded) == {"n": 3, "vars": {"x": 31}} and not loaded.warnings
+    assert seg.read_bytes() == bytes(data)  # the damaged evidence is not overwritten
+
+
+def test_deleted_newest_snapshot_is_rebuilt_from_older_one(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "r", keep_last_n=100)
+    state = {"n": -1, "vars": {}}
+    for gen in range(3):
+        fill(log, gen * 5, gen * 5 + 5, state)
+        log.write_snapshot({"n": state["n"], "vars": dict(state["vars"])})
+    fill(log, 15, 17, state)
+    log.close()
+    (tmp_path / "r" / "snap-000003").unlink()
+    loaded = ExecutionLog(tmp_path, "r").load()
+    assert loaded.rebuilt and loaded.generation == 2 and loaded.needs_snapshot
+    assert replay(loaded) == {"n": 16, "vars": {"x": 160}}
+    # a corrupt (not missing) newest snapshot behaves the same, with a warning
+    snap2 = tmp_path / "r" / "snap-000002"
+    snap2.write_bytes(snap2.read_bytes()[:-3] + b"xyz")
+    loaded = ExecutionLog(tmp_path, "r").load()
+    assert loaded.rebuilt and loaded.generation == 1 and "snap-000002" in loaded.warnings[0]
+    assert replay(loaded) == {"n": 16, "vars": {"x": 160}}
+    # no snapshot at all: generation 0's log from the start
+    for name in ("snap-000001",):
+        (tmp_path / "r" / name).unlink()
+    loaded = ExecutionLog(tmp_path, "r").load()
+    assert loaded.rebuilt and loaded.generation == 0 and loaded.snapshot is None
+    assert replay(loaded) == {"n": 16, "vars": {"x": 160}}
+
+
+def test_missing_newest_segment_is_fine(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "m")
+    fill(log, 0, 3, {"n": -1, "vars": {}})
+    log.write_snapshot({"n": 2, "vars": {"x": 20}})
+    log.close()
+    loaded = ExecutionLog(tmp_path, "m").load()
+    assert loaded.snapshot == {"n": 2, "vars": {"x": 20}} and loaded.records == []
+    assert not loaded.rebuilt and not loaded.needs_snapshot
+
+
+def test_nothing_readable_raises(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "n", keep_last_n=0)
+    for gen in range(3):
+        fill(log, gen * 3, gen * 3 + 3, {"n": -1, "vars": {}})
+        log.write_snapshot({"n": gen * 3 + 2, "vars": {}})
+    log.close()
+    folder = tmp_path / "n"
+    assert not (folder / "log-000000").exists()  # retention removed generation 0
+    for snap in folder.glob("snap-*"):
+        snap.write_bytes(b"garbage that is not a snapshot")
+    with pytest.raises(StorageError, match="no readable checkpoint data in"):
+        ExecutionLog(tmp_path, "n").load()
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "log-000000").write_bytes(b"this is not a log at all" * 10)
+    with pytest.raises(StorageError, match="no readable checkpoint data"):
+        ExecutionLog(tmp_path, "g").load()
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_retention_keeps_the_directory_bounded(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "ret", keep_last_n=10)
+    state = {"n": -1, "vars": {}}
+    peak_files = peak_bytes = 0
+    for i in range(1000):
+        log.append(ckpt(i, x=i, pad="p" * 200))
+        state["n"], state["vars"]["x"] = i, i
+        if i % 25 == 24:
+            log.write_snapshot({"n": i, "vars": dict(state["vars"])})
+        peak_files = max(peak_files, len(_files(log.dir)))
+        peak_bytes = max(peak_bytes, log.disk_usage())
+    log.close()
+    # two generations (snapshot + segment) of 25 checkpoints each
+    assert peak_files <= 2 * 2, peak_files
+    assert peak_bytes < 3 * 25 * 300, peak_bytes
+    names = sorted(p.name for p in _files(log.dir))
+    assert names == ["log-000039", "snap-000039", "snap-000040"]
+    kept = log.checkpoint_records()
+    assert len(kept) >= 10 and [r["n"] for r in kept] == list(range(1000 - len(kept), 1000))
+    assert replay(ExecutionLog(tmp_path, "ret").load())["n"] == 999
+
+
+def test_large_values_are_stored_once_and_collected(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "b", keep_last_n=1)
+    big = "".join(chr(97 + (i * 7919) % 26) for i in range(20_000))
+    items = [f"item {i} " + "z" * 300 for i in range(100)]
+    log.append({"k": "llm", "text": big, "user": {"__blob__": "not ours"}})
+    log.write_snapshot({"vars": {"items": items, "big": big}})
+    blobs = log.dir / "blobs"
+    first = {p.name: p.stat().st_mtime_ns for p in blobs.iterdir()}
+    assert len(first) == 1 + 3  # the string once, three full 32-item chunks
+    log.write_snapshot({"vars": {"items": items + ["more"], "big": big}})
+    assert {p.name: p.stat().st_mtime_ns for p in blobs.iterdir()} == first  # not rewritten
+    loaded = ExecutionLog(tmp_path, "b").load()
+    assert loaded.snapshot == {"vars": {"items": items + ["more"], "big": big}}
+    assert ExecutionLog(tmp_path, "b").checkpoint_records() == []
+    # once no retained generation uses the string, its blob goes away
+    log.append(ckpt(0))
+    log.write_snapshot({"vars": {"items": []}})
+    log.append(ckpt(1))
+    log.write_snapshot({"vars": {"items": []}})
+    assert not blobs.exists() or list(blobs.iterdir()) == []
+    log.close()
+    (blobs / ("0" * 64)).parent.mkdir(exist_ok=True)
+    (blobs / ("0" * 64)).write_bytes(b"orphan")
+    counts = gc(tmp_path, keep_last_n=1)
+    assert counts["blobs_removed"] == 1 and counts["executions"] == 1
+
+
+def test_escaped_user_keys_round_trip(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "e")
+    rec = {"k": "x", "v": {"__blob__": 1, "__chunks__": [2], "__esc__": {"__esc__": 3}}}
+    log.append(rec)
+    log.close()
+    assert ExecutionLog(tmp_path, "e").load().records == [rec]
+
+
+LOCKER = """
+import sys
+from playbooks.durability.log import ExecutionLog
+log = ExecutionLog(sys.argv[1], "owned")
+log.lock()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_lock_owned_by_a_live_process_only(tmp_path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )
+    try:
+        assert child.stdout.readline() == b"locked\n"
+        mine = ExecutionLog(tmp_path, "owned")
+        with pytest.raises(ExecutionLocked, match=f"in use by process {child.pid}"):
+            mine.lock()
+        with pytest.raises(ExecutionLocked):
+            delete_execution(tmp_path, "owned")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    mine.lock()  # the lock died with its owner
+    mine.close()
+    mine.lock()
+    mine.close()
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", "x" * 200, ".", "a b", "x\n"])
+def test_invalid_ids_refused(tmp_path, bad) -> None:
+    with pytest.raises(StorageError, match="invalid execution id"):
+        validate_execution_id(bad)
+    with pytest.raises(StorageError, match="invalid execution id"):
+        ExecutionLog(tmp_path, bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_modes_listing_and_delete(tmp_path) -> None:
+    old = os.umask(0o002)  # a permissive umask must not leak into the files
+    try:
+        log = ExecutionLog(tmp_path, "p")
+        log.lock()
+        log.append({"k": "llm", "text": "q" * 10_000}, sync=True)
+        log.write_snapshot({"n": 1})
+        log.write_meta({"program": "x.pb"})
+        log.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "p").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "p" / "blobs").stat().st_mode) == 0o700
+    files = _files(tmp_path / "p")
+    assert len(files) == 5  # lock, meta, snapshot, segment, one blob
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert log.read_meta() == {"program": "x.pb"}
+    assert log.disk_usage() == sum(p.stat().st_size for p in files)
+    (tmp_path / "not-an-execution").mkdir()
+    assert list_executions(tmp_path) == ["p"]
+    delete_execution(tmp_path, "p")
+    assert list_executions(tmp_path) == [] and not (tmp_path / "p").exists()

@@ -1,0 +1,113 @@
+"""Record framing: a damaged file yields a prefix of its records, never a wrong one."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from playbooks.durability.records import (
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    encode_record,
+    read_records,
+)
+
+# random bytes, compressible text (forces the zlib path) and empty payloads
+payloads = st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda n, c: c * n, st.integers(1100, 4000), st.sampled_from([b"a", b"xy", b"{}"])),
+    st.builds(
+        lambda seed, n: bytes(random.Random(seed).choice(b"abc") for _ in range(n)),
+        st.integers(0, 1000),
+        st.integers(1025, 3000),
+    ),
+)
+logs = st.lists(payloads, min_size=1, max_size=8)
+
+
+def _frame(records: list[bytes]) -> tuple[bytes, list[int]]:
+    data = b""
+    ends = []
+    for r in records:
+        data += encode_record(r)
+        ends.append(len(data))
+    return data, ends
+
+
+def test_round_trip_and_compression() -> None:
+    big = b"abc" * 2000
+    framed = encode_record(big)
+    assert len(framed) < len(big) // 4  # compressible payloads are stored compressed
+    assert encode_record(b"x" * 10)[2] == FORMAT_VERSION
+    res = read_records(framed + encode_record(b"") + encode_record(b"tail"))
+    assert res.payloads == [big, b"", b"tail"]
+    assert not res.torn and res.warning is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(logs, st.data())
+def test_any_truncation_gives_exactly_a_prefix(records: list[bytes], data: st.DataObject) -> None:
+    blob, ends = _frame(records)
+    cut = data.draw(st.integers(0, len(blob)))
+    res = read_records(blob[:cut], "log-000001")
+    complete = sum(1 for e in ends if e <= cut)
+    assert res.payloads == records[:complete]
+    assert res.valid_end == (ends[complete - 1] if complete else 0)
+    assert res.torn == (cut not in ends and cut != 0)
+    assert res.warning is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(logs, st.data())
+def test_any_byte_flip_gives_a_prefix_never_a_wrong_record(
+    records: list[bytes], data: st.DataObject
+) -> None:
+    blob, ends = _frame(records)
+    pos = data.draw(st.integers(0, len(blob) - 1))
+    mask = data.draw(st.integers(1, 255))
+    damaged = bytearray(blob)
+    damaged[pos] ^= mask
+    res = read_records(bytes(damaged), "log-000003")
+    hit = next(i for i, e in enumerate(ends) if pos < e)  # index of the damaged record
+    assert res.payloads == records[:hit]
+    if hit < len(records) - 1:  # damage with good records behind it is reported
+        assert res.warning is not None and not res.torn
+        start = ends[hit - 1] if hit else 0
+        assert res.warning.startswith("log-000003: ") and f"offset {start}" in res.warning
+
+
+def test_mid_file_corruption_warning_names_file_and_offset() -> None:
+    blob, ends = _frame([b"one", b"two" * 10, b"three"])
+    damaged = bytearray(blob)
+    damaged[ends[0] + HEADER_SIZE + 2] ^= 0x40
+    res = read_records(bytes(damaged), "log-000003")
+    assert res.payloads == [b"one"]
+    assert res.valid_end == ends[0]
+    assert res.warning == (
+        f"log-000003: bad checksum at offset {ends[0]}; recovery stops at the last good record"
+    )
+
+
+def test_torn_and_zero_filled_tails_are_quiet() -> None:
+    blob, ends = _frame([b"one", b"two"])
+    res = read_records(blob + encode_record(b"three")[:-1])
+    assert res.payloads == [b"one", b"two"] and res.torn and res.warning is None
+    res = read_records(blob + b"\0" * 4096)
+    assert res.payloads == [b"one", b"two"] and res.torn and res.valid_end == ends[-1]
+
+
+def test_future_version_stops_with_a_clear_warning() -> None:
+    first = encode_record(b"one")
+    future = bytearray(encode_record(b"two"))
+    future[2] = FORMAT_VERSION + 1
+    res = read_records(first + bytes(future) + encode_record(b"x"), "log-000007")
+    assert res.payloads == [b"one"]
+    assert "log-000007" in res.warning and f"version {FORMAT_VERSION + 1}" in res.warning
+    assert f"offset {len(first)}" in res.warning
+
+
+def test_garbage_is_corruption_not_a_torn_tail() -> None:
+    res = read_records(encode_record(b"ok") + b"not a record at all", "log-000001")
+    assert res.payloads == [b"ok"] and not res.torn and res.warning is not None
