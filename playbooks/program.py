@@ -77,12 +77,13 @@ def find_unfinished(provider: FilesystemCheckpointProvider, program_path: str) -
 
 
 def where(state: Any) -> str:
+    """Where a resume starts, for people: the innermost frame's step and statement."""
     stack = state.call_stack()
     if not stack:
         return "the start"
     top = stack[-1]
-    step = top.step or f"{top.playbook}:turn {top.turn}"
-    return f"{step}, statement {top.cursor}" if top.step else step
+    depth = f", depth {len(stack)}" if len(stack) > 1 else ""
+    return f"{top.step or top.playbook}, statement {top.cursor}{depth}"
 
 
 class Runner:
@@ -183,6 +184,12 @@ class Runner:
         )
         self.manager.close()
 
+    def _code_error(self, human: Human, event: dict) -> None:
+        human.emit(event)
+        if not self.options.json_mode:
+            self.note(f"{event['playbook']}: the model's code failed at {event['message']}; "
+                      "it is told and tries again")
+
     async def run(self, program_path: str) -> int:
         try:
             program = load_program(program_path)
@@ -233,6 +240,7 @@ class Runner:
                 max_alloc=safety.max_alloc,
             ),
             program_path=str(Path(program.path)),
+            on_event=lambda event: self._code_error(human, event),
         )
         try:
             result = await interpreter.run()

@@ -10,6 +10,7 @@ import pytest
 
 from playbooks import CheckpointManager, FilesystemCheckpointProvider, StreamingPythonExecutor
 from playbooks.execution.dollar import rewrite_dollars
+from stubs import World
 
 RESPONSES = Path(__file__).parent / "responses"
 
@@ -51,76 +52,6 @@ class Recorder:
     async def trace(self, *args):
         self.calls.append(("Trace", *args))
         return args[0] if args else None
-
-
-class Anything:
-    """Stands for any name a fixture response uses: awaitable, callable, iterable."""
-
-    def __init__(self, log: list, name: str) -> None:
-        self._log, self._name = log, name
-
-    def __call__(self, *args, **kwargs):
-        self._log.append(
-            (self._name, tuple(a if isinstance(a, (int, str)) else type(a).__name__ for a in args))
-        )
-        return self
-
-    def __await__(self):
-        if False:
-            yield
-        return self
-
-    def __getattr__(self, name: str):
-        return Anything(self._log, f"{self._name}.{name}")
-
-    def __iter__(self):
-        return iter(())
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        raise StopAsyncIteration
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        return False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def __bool__(self):
-        return True
-
-    def __format__(self, spec: str) -> str:
-        return "1"
-
-    def __getitem__(self, key):
-        return self
-
-    def __index__(self):
-        return 1
-
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __mod__ = __getitem__
-    __lt__ = __gt__ = __le__ = __ge__ = lambda self, other: False
-
-
-class World(dict):
-    """A namespace in which every unknown name is an :class:`Anything`."""
-
-    def __init__(self, log: list) -> None:
-        super().__init__()
-        self.log = log
-
-    def __missing__(self, name: str):
-        if name.startswith("__"):
-            raise KeyError(name)
-        return Anything(self.log, name)
 
 
 def chunks(text: str, size: int) -> list[str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before importing playbooks
+
 import signal
 import stat
 import subprocess
@@ -300,3 +303,58 @@ def test_modes_listing_and_delete(tmp_path) -> None:
     assert list_executions(tmp_path) == ["p"]
     delete_execution(tmp_path, "p")
     assert list_executions(tmp_path) == [] and not (tmp_path / "p").exists()
+
+
+def test_leftovers_of_an_interrupted_snapshot_are_ignored_then_removed(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "i")
+    fill(log, 0, 3, {"n": -1, "vars": {}})
+    log.close()
+    folder = tmp_path / "i"
+    (folder / "snap-000001.tmp").write_bytes(b"\xfe\xb1half a snapshot")
+    (folder / "blobs").mkdir()
+    (folder / "blobs" / f"{'a' * 64}.tmp").write_bytes(b"half a blob")
+    log = ExecutionLog(tmp_path, "i")
+    loaded = log.load()
+    assert [r["n"] for r in loaded.records] == [0, 1, 2] and not loaded.warnings
+    log.lock()
+    assert not list(folder.rglob("*.tmp"))
+    log.write_snapshot({"n": 2, "vars": {"x": 20}})
+    log.close()
+    assert ExecutionLog(tmp_path, "i").load().snapshot == {"n": 2, "vars": {"x": 20}}
+
+
+def test_should_snapshot_follows_bytes_appended(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "s", fsync=False)
+    assert not log.should_snapshot()
+    while not log.should_snapshot():
+        log.append({"k": "chunk", "text": "t" * 1000})
+    assert 64 * 1024 <= log.disk_usage() < 64 * 1024 + 2000
+    log.write_snapshot({"n": 0})
+    assert not log.should_snapshot()
+    log.close()
+    again = ExecutionLog(tmp_path, "s", fsync=False)
+    again.load()
+    assert not again.should_snapshot()
+
+
+def test_gc_trims_retains_and_skips_owned_executions(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "a", keep_last_n=1000)
+    for gen in range(5):
+        fill(log, gen * 4, gen * 4 + 4, {"n": -1, "vars": {}})
+        log.write_snapshot({"n": gen * 4 + 3, "vars": {"x": gen}})
+    log.append(ckpt(20, x=200))
+    log.close()
+    with open(tmp_path / "a" / "log-000005", "ab") as f:
+        f.write(b"\xfe\xb1\x01")  # torn
+    owned = ExecutionLog(tmp_path, "b")
+    owned.append(ckpt(0))
+    owned.lock()
+    counts = gc(tmp_path, keep_last_n=4)
+    owned.close()
+    assert counts["executions"] == 1 and counts["skipped_in_use"] == 1
+    assert counts["torn_tails_trimmed"] == 1
+    assert counts["generations_removed"] == 4  # generations 4 and 5 remain
+    names = sorted(p.name for p in (tmp_path / "a").iterdir() if p.name != "lock")
+    assert names == ["log-000004", "log-000005", "snap-000004", "snap-000005"]
+    loaded = ExecutionLog(tmp_path, "a").load()
+    assert replay(loaded) == {"n": 20, "vars": {"x": 200}} and not loaded.warnings

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before importing playbooks
+
 import dataclasses
 import datetime as dt
 import decimal
@@ -9,7 +13,6 @@ import enum
 import io
 import json
 import math
-import os
 import pathlib
 import threading
 import uuid

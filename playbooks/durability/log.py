@@ -22,7 +22,6 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from playbooks.durability.blobs import (
     BlobStore,
@@ -219,6 +218,7 @@ class ExecutionLog:
                     continue
                 base = gen
                 break
+            self._needs_snapshot = True  # until this load succeeds
             if base is None:
                 if 0 not in segs:
                     raise StorageError(self._unreadable(warnings))
@@ -470,38 +470,33 @@ class ExecutionLog:
                     pass
         return total
 
-    def checkpoint_records(self) -> list[dict]:
-        """Retained "ckpt" records, oldest first (for listing, not recovery)."""
-        with self._mutex:
-            _snaps, segs = self._scan()
-            out: list[dict] = []
-            cache: dict[str, bytes] = {}
-            for gen in segs:
-                records: list[dict] = []
-                try:
-                    self._read_segment(gen, cache, _Gen(), records)
-                except OSError:
-                    continue
-                out.extend(r for r in records if r.get("k") == "ckpt")
-            return out
-
-    def referenced_blobs(self) -> set[str]:
-        """Every blob a readable snapshot or record of this execution uses."""
-        snaps, segs = self._scan()
-        refs: set[str] = set()
+    def _all_records(self, refs: set[str]) -> list[dict]:
+        """Valid records of every retained segment, oldest first; collects blob refs."""
+        out: list[dict] = []
         cache: dict[str, bytes] = {}
-        for gen in snaps:
-            try:
-                refs |= self._read_snapshot(gen, cache)[2]
-            except _Bad:
-                continue
-        for gen in segs:
+        for gen in self._scan()[1]:
             stats = _Gen()
             try:
-                self._read_segment(gen, cache, stats, [])
+                self._read_segment(gen, cache, stats, out)
             except OSError:
                 continue
             refs |= stats.refs
+        return out
+
+    def checkpoint_records(self) -> list[dict]:
+        """Retained "ckpt" records, oldest first (for listing, not recovery)."""
+        with self._mutex:
+            return [r for r in self._all_records(set()) if r.get("k") == "ckpt"]
+
+    def referenced_blobs(self) -> set[str]:
+        """Every blob a readable snapshot or record of this execution uses."""
+        refs: set[str] = set()
+        self._all_records(refs)
+        for gen in self._scan()[0]:
+            try:
+                refs |= self._read_snapshot(gen, {})[2]
+            except _Bad:
+                continue
         return refs
 
 
@@ -533,16 +528,11 @@ def delete_execution(base_path: str | Path, execution_id: str) -> None:
 
 def gc(base_path: str | Path, *, keep_last_n: int) -> dict:
     """Offline clean-up of every execution not in use; returns counts."""
-    counts: dict[str, Any] = {
-        "executions": 0,
-        "generations_removed": 0,
-        "blobs_removed": 0,
-        "torn_tails_trimmed": 0,
-        "tmp_removed": 0,
-        "skipped_in_use": 0,
-        "skipped_damaged": 0,
-        "bytes_freed": 0,
-    }
+    counts: dict[str, int] = dict.fromkeys(
+        "executions generations_removed blobs_removed torn_tails_trimmed tmp_removed "
+        "skipped_in_use skipped_damaged bytes_freed".split(),
+        0,
+    )
     for execution_id in list_executions(base_path):
         log = ExecutionLog(base_path, execution_id, keep_last_n=keep_last_n, create=False)
         try:

@@ -234,6 +234,7 @@ class CheckpointManager:
         cursor: int,
         statement: str,
         variables: dict[str, Any],
+        position: tuple[int, int] | None = None,
     ) -> str:
         """A top-level statement finished: store what changed in its variables."""
         state = self.open()
@@ -264,6 +265,8 @@ class CheckpointManager:
             "del": [n for n in old if n not in encoded],
             "ts": time.time(),
         }
+        if position is not None:
+            record["pos"] = list(position)
         self._append(record)
         assert self._log is not None
         if self._log.should_snapshot():
@@ -376,6 +379,7 @@ def checkpoint_view(state: ExecutionState, execution_id: str, **codec: Any) -> d
         "frame": frame.id,
         "turn": frame.turn,
         "statement": frame.cursor,
+        "position": frame.pos,
         "awaits": dict(frame.journal),
     }
     return {

@@ -336,6 +336,18 @@ def _is_enum(c: Any) -> bool:
     return isinstance(c, type) and issubclass(c, enum.Enum)
 
 
+_SIMPLE: dict[str, Callable[[Any], Any]] = {
+    "float": float,
+    "bytes": base64.b64decode,
+    "bytearray": lambda v: bytearray(base64.b64decode(v)),
+    "date": dt.date.fromisoformat,
+    "timedelta": lambda v: dt.timedelta(*v),  # days, seconds, microseconds
+    "decimal": decimal.Decimal,
+    "path": pathlib.Path,
+    "uuid": uuid.UUID,
+}
+
+
 class _Decoder:
     def __init__(
         self,
@@ -355,10 +367,16 @@ class _Decoder:
         tag = x.get(TAG)
         if tag is None:
             return {k: self.dec(v) for k, v in x.items()}
-        handler = getattr(self, f"_t_{tag}", None)
-        if not isinstance(tag, str) or handler is None:
+        simple = _SIMPLE.get(tag) if isinstance(tag, str) else None
+        handler = getattr(self, f"_t_{tag}", None) if isinstance(tag, str) else None
+        if simple is None and handler is None:
             raise DecodeError(f"unknown type tag {tag!r} in checkpoint data")
-        return handler(x)
+        try:
+            return simple(x["v"]) if simple is not None else handler(x)
+        except DecodeError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"malformed {tag!r} value in checkpoint data ({exc})") from None
 
     def _cls(self, path: str, check: Callable[[Any], bool]) -> Any:
         if self.resolve is not None:
@@ -373,9 +391,6 @@ class _Decoder:
         found = _lookup(path)
         return found if check(found) else None
 
-    def _t_float(self, x: dict) -> float:
-        return float(x["v"])
-
     def _t_tuple(self, x: dict) -> tuple:
         return tuple(self.dec(i) for i in x["v"])
 
@@ -385,11 +400,9 @@ class _Decoder:
     def _t_frozenset(self, x: dict) -> frozenset:
         return frozenset(self.dec(i) for i in x["v"])
 
-    def _t_bytes(self, x: dict) -> bytes:
-        return base64.b64decode(x["v"])
-
-    def _t_bytearray(self, x: dict) -> bytearray:
-        return bytearray(base64.b64decode(x["v"]))
+    def _t_complex(self, x: dict) -> complex:
+        re, im = (self.dec(i) for i in x["v"])
+        return complex(re, im)
 
     def _zone(self, value: Any, x: dict) -> Any:
         if "zone" in x:
@@ -406,26 +419,6 @@ class _Decoder:
 
     def _t_time(self, x: dict) -> dt.time:
         return self._zone(dt.time.fromisoformat(x["v"]), x)
-
-    def _t_date(self, x: dict) -> dt.date:
-        return dt.date.fromisoformat(x["v"])
-
-    def _t_timedelta(self, x: dict) -> dt.timedelta:
-        d, s, us = x["v"]
-        return dt.timedelta(days=d, seconds=s, microseconds=us)
-
-    def _t_decimal(self, x: dict) -> decimal.Decimal:
-        return decimal.Decimal(x["v"])
-
-    def _t_complex(self, x: dict) -> complex:
-        re, im = (self.dec(i) for i in x["v"])
-        return complex(re, im)
-
-    def _t_path(self, x: dict) -> pathlib.Path:
-        return pathlib.Path(x["v"])
-
-    def _t_uuid(self, x: dict) -> uuid.UUID:
-        return uuid.UUID(x["v"])
 
     def _t_dict(self, x: dict) -> dict:
         return {self.dec(k): self.dec(v) for k, v in x["items"]}

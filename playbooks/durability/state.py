@@ -45,6 +45,7 @@ class FrameState:
     observations: list[str] = field(default_factory=list)
     calls: list[int] = field(default_factory=list)  # the execution-wide LLM call index of each turn
     cursor: int = 0
+    pos: list[int] | None = None  # (line, col) where the statement before the cursor ends
     journal: dict[str, dict] = field(default_factory=dict)
     vars: dict[str, Any] = field(default_factory=dict)
     executed: list[str] = field(default_factory=list)
@@ -102,6 +103,7 @@ class ExecutionState:
         t = r["t"]
         frame.turn = t
         frame.cursor = 0
+        frame.pos = None
         frame.executed = []
         frame.journal = {}
         while len(frame.texts) <= t:
@@ -149,6 +151,7 @@ class ExecutionState:
             frame.vars.pop(name, None)
         frame.turn = t
         frame.cursor = i
+        frame.pos = r.get("pos")
         prefix = f"{t}."
         frame.journal = {
             k: v

@@ -99,6 +99,9 @@ class StreamingPythonExecutor:
         self._record_text = record_text
         self._splitter = StatementSplitter(self.filename)
         self._skip = 0
+        self._skip_to: tuple[int, int] | None = None  # (line, col) of the last statement run
+        self._index_base = 0
+        self.position: tuple[int, int] | None = None
         self._replay: dict[tuple[int, int, int], Entry] = {}
         self._known_response: str | None = None
         self._recorded = 0  # characters of the response already durable
@@ -188,18 +191,38 @@ class StreamingPythonExecutor:
         )
         return executor
 
-    async def resume(self, text: str, statements_done: int, *, done: bool) -> None:
-        """Feed the stored ``text``, skipping the first ``statements_done`` statements."""
+    async def resume(
+        self, text: str, statements_done: int, *, done: bool, position: Any = None
+    ) -> None:
+        """Feed the stored ``text``, skipping the first ``statements_done`` statements.
+
+        ``position`` (line, column where the last finished statement ends) lets
+        the code before it be blanked out instead of parsed again, so a resume
+        costs the same after ten statements or ten thousand.
+        """
         self._skip = statements_done
         self.cursor = statements_done
         self._recorded = len(text)
         self._recorded_done = done
+        if position and statements_done:
+            text = self._blank_until(text, int(position[0]))
+            self._skip_to = (int(position[0]), int(position[1]))
         if text:
             await self.add_chunk(text)
         if done:
             await self.finalize()
 
     # -- internals ---------------------------------------------------------
+    @staticmethod
+    def _blank_until(text: str, line: int) -> str:
+        """Lines before ``line`` become blank (a fence line if code was inside one)."""
+        if line <= 1:
+            return text
+        lines = text.split("\n", line - 1)
+        head, rest = lines[:-1], lines[-1]
+        fenced = sum(1 for h in head if h.lstrip().startswith("```")) % 2 == 1
+        return ("```python" if fenced else "") + "\n" * len(head) + rest
+
     def _lookup(self, key: tuple[int, int, int]) -> Entry | None:
         if self.checkpoint_manager is not None:
             found = self.checkpoint_manager.lookup(self.frame_id, key)
@@ -236,7 +259,14 @@ class StreamingPythonExecutor:
         return len(statements)
 
     async def _run(self, statement: Statement) -> None:
-        if statement.index < self._skip:
+        end = (statement.end_line, statement.node.end_col_offset or 0)
+        if self._skip_to is not None:
+            if end <= self._skip_to:
+                return  # finished before the crash, on the line kept for context
+            self._index_base = self._skip - statement.index
+            self._skip_to = None
+        index = statement.index + self._index_base
+        if index < self._skip:
             return
         self._flush_text()
         try:
@@ -255,14 +285,15 @@ class StreamingPythonExecutor:
                 flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
                 dont_inherit=True,
             )
-            self.journal.begin(self.turn, statement.index)
+            self.journal.begin(self.turn, index)
             result = eval(code, self.namespace)  # noqa: S307 - this is the product
             if inspect.iscoroutine(result):
                 await result
         except Exception as error:
             self._fail(error)
             raise
-        self.cursor = statement.index + 1
+        self.cursor = index + 1
+        self.position = end
         self.executed.append(statement.source)
         if self.journal.seq and self.checkpoint_manager is not None:
             self.checkpoint_manager.record_checkpoint(
@@ -271,6 +302,7 @@ class StreamingPythonExecutor:
                 cursor=self.cursor,
                 statement=statement.source,
                 variables=self.variables(),
+                position=end,
             )
 
     def end_response(self) -> None:

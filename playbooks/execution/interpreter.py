@@ -125,7 +125,7 @@ class Interpreter:
             raise TypeError(
                 f"{spec.name}() takes {len(names)} arguments but {len(args)} were given"
             )
-        values = dict(zip(names, args))
+        values = dict(zip(names, args, strict=False))
         for key, value in kwargs.items():
             values[key.lstrip("$")] = value
         return values
@@ -218,7 +218,8 @@ class Interpreter:
         )
         cursor = stored.cursor if stored is not None else 0
         try:
-            await executor.resume(spec.body_source, cursor, done=True)
+            position = stored.pos if stored is not None else None
+            await executor.resume(spec.body_source, cursor, done=True, position=position)
         except PlaybookReturn as done:
             return done.value
         return None
@@ -260,7 +261,11 @@ class Interpreter:
             except Exception as error:  # the model's code failed: tell it next turn
                 executor.end_response()
                 self._turn_done(frame_id, turn)
-                outcome = f"Your code failed at {describe_error(error)}. Nothing after it ran. Fix it and continue."
+                message = describe_error(error)
+                if self.on_event is not None:
+                    self.on_event({"event": "code_error", "playbook": spec.name, "frame": frame_id,
+                                   "turn": turn, "message": message})
+                outcome = f"Your code failed at {message}. Nothing after it ran. Fix it and continue."
             resuming = False
             variables = executor.variables()
             if self.manager is not None:
@@ -297,7 +302,7 @@ class Interpreter:
 
     async def _resume_turn(self, spec, executor, stored, turn, history, variables) -> None:
         text, done = stored.text(turn), stored.turn_done(turn)
-        await executor.resume(text, stored.cursor, done=done)
+        await executor.resume(text, stored.cursor, done=done, position=stored.pos)
         if done:
             return
         index = stored.calls[turn] if turn < len(stored.calls) else self.llm_calls - 1
