@@ -22,7 +22,7 @@ from .config import Config
 from .durability import log as logmod
 from .durability.manager import CheckpointManager
 from .durability.provider import FilesystemCheckpointProvider
-from .execution.builtins import AwaitingInput
+from .execution.builtins import AwaitingInput, OutputClosed
 from .execution.interpreter import Interpreter, Limits, ProgramFailed
 from .language import Program, ProgramError, load_program
 from .llm import LLMError, make_client
@@ -83,7 +83,7 @@ def where(state: Any) -> str:
         return "the start"
     top = stack[-1]
     depth = f", depth {len(stack)}" if len(stack) > 1 else ""
-    return f"{top.step or top.playbook}, statement {top.cursor}{depth}"
+    return f"{top.step or top.playbook}, statement {top.cursor + 1}{depth}"
 
 
 class Runner:
@@ -247,6 +247,10 @@ class Runner:
         except AwaitingInput as waiting:
             self.note(f"stopped: {waiting}")
             human.emit({"event": "end", "status": "waiting", "message": str(waiting)})
+            self._finish("running")
+            return FAILED
+        except OutputClosed as closed:
+            self.note(f"stopped: {closed}; run the same command again to resume")
             self._finish("running")
             return FAILED
         except ProgramFailed as failed:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from llm_server import ScriptedLLMServer, ScriptResponder
 
+from playbooks.durability import CheckpointManager, FilesystemCheckpointProvider
 from playbooks.llm.prompts import CONTINUE_PROMPT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +68,7 @@ class Trial:
     chunk_size: int = 8
     lives: list[Life] = field(default_factory=list)
     kills: int = 0
+    cuts: int = 0  # kills that left an LLM stream unfinished
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +136,8 @@ class Trial:
         reader.join()
         if crash_at and code == -signal.SIGKILL:
             self.kills += 1
+        if code == -signal.SIGKILL and self.stream_open():
+            self.cuts += 1
         self._child = None
         self._kill_at_chunk = None
         life = Life(code, events, "".join(err))
@@ -147,6 +151,19 @@ class Trial:
             if life.code != -signal.SIGKILL:
                 return life
         raise AssertionError("the program never finished")
+
+    def stream_open(self) -> bool:
+        """Did the killed process leave an LLM turn started but not fully received?"""
+        provider = FilesystemCheckpointProvider(self.workdir / "ckpt")
+        executions = provider.list_executions()
+        if not executions:
+            return False
+        state = CheckpointManager(executions[0], provider).read_state()
+        return any(
+            f.result is None and f.kind == "markdown" and f.turn < len(f.texts)
+            and not f.turn_done(f.turn)
+            for f in state.frames.values()
+        )
 
     # -- what the person saw, and what the server was asked ------------------
     def shown(self) -> list[tuple[str, str]]:

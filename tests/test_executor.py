@@ -283,3 +283,40 @@ async def test_resume_replays_completed_awaits_of_the_unfinished_statement(tmp_p
     await ex2.finalize()
     assert [c[2] for c in rec2.calls if c[0] == "Say"] == ["n3", "n4"]
     assert ex2.namespace["done"] is True
+
+
+async def test_a_value_that_cannot_be_checkpointed_is_named_and_fails_clearly_after_resume(
+    tmp_path: Path,
+) -> None:
+    code = "$f = lambda x: x + 1\n$n = 1\nawait Say('user', 'hi')\n$y = $f(2)\n"
+    rec = Recorder()
+    m1 = manager(tmp_path)
+    ex = StreamingPythonExecutor(None, namespace=rec.namespace(), checkpoint_manager=m1)
+    await ex.add_chunk(code[: code.index("$y")])  # the run stops here
+    assert any("$f" in w and "function" in w for w in m1.warnings), m1.warnings
+    m1.close()
+    ckpt = await manager(tmp_path).get_latest_checkpoint()
+    assert ckpt["namespace"]["n"] == 1
+    ex2 = await StreamingPythonExecutor.resume_from_checkpoint(None, ckpt, namespace=rec.namespace())
+    with pytest.raises(RuntimeError, match="could not be checkpointed"):
+        await ex2.add_chunk(code[code.index("$y") :])
+
+
+async def test_semicolon_statements_resume_at_the_right_one(tmp_path: Path) -> None:
+    code = "await Say('user', 'a'); await Say('user', 'b'); await Crash(); await Say('user', 'c')\n"
+    rec = Recorder()
+    m1 = manager(tmp_path)
+    ex = StreamingPythonExecutor(
+        None, namespace=rec.namespace() | {"Crash": crash}, checkpoint_manager=m1
+    )
+    ex.set_llm_response(code)
+    with pytest.raises(Stop):
+        await ex.add_chunk(code)
+    m1.close()
+    ckpt = await manager(tmp_path).get_latest_checkpoint()
+    assert ckpt["metadata"]["cursor"]["statement"] == 2
+    rec2 = Recorder()
+    await StreamingPythonExecutor.resume_from_checkpoint(
+        None, ckpt, namespace=rec2.namespace() | {"Crash": no_crash}
+    )
+    assert [c[2] for c in rec2.calls] == ["c"]

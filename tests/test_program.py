@@ -252,3 +252,92 @@ def test_executions_list_show_rm(tmp_path: Path, capsys) -> None:
     assert main(["executions", "--config", str(config), "rm", execution_id]) == 0
     capsys.readouterr()
     assert main(["executions", "--config", str(config), "show", execution_id]) == 2
+
+
+# -- generated code that breaks the rules goes back to the model ----------------
+def run_bot(tmp_path: Path, script: dict, body: str = "", **config_extra: str):
+    with ScriptedLLMServer(ScriptResponder(script), chunk_size=16) as server:
+        config = write_config(tmp_path / "playbooks.toml", api_base=server.url)
+        if config_extra:
+            config.write_text(config.read_text() + "[safety]\n" + "".join(
+                f"{k} = {v}\n" for k, v in config_extra.items()))
+        program = tmp_path / "bot.pb"
+        program.write_text("# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n"
+                           "### Steps\n- Work\n- Return\n" + body)
+        code = main(["run", str(program), "--config", str(config), "--json"])
+        return code, len(server.requests)
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ("import os\n", "import of 'os' is not allowed"),
+    ("$x = ().__class__.__bases__\n", "__class__"),
+    ("$f = open('/etc/passwd')\n", "open"),
+    ("while True:\n    pass\n", "loop budget"),
+    ("$big = 'a' * 10**10\n", "allocation"),
+])
+def test_rule_breaking_code_is_reported_and_the_run_survives(tmp_path: Path, capsys, bad, expected) -> None:
+    script = {"Main": [f"```python\n{bad}```\n", '```python\nawait Say("user", "ok")\nawait Return(1)\n```\n']}
+    code, requests = run_bot(tmp_path, script, loop_budget="100000")
+    out = capsys.readouterr().out
+    assert code == 0 and requests == 2
+    errors = [e["message"] for e in events(out) if e["event"] == "code_error"]
+    assert len(errors) == 1 and expected in errors[0]
+    assert says(out) == ["ok"]
+
+
+def test_a_slow_await_times_out_and_the_model_is_told(tmp_path: Path, capsys) -> None:
+    body = ("\n## Python helpers\n\n```python\nimport asyncio\n\n\nasync def slow():\n"
+            "    await asyncio.sleep(30)\n```\n")
+    script = {"Main": ["```python\nawait slow()\n```\n", '```python\nawait Return(1)\n```\n']}
+    code, _ = run_bot(tmp_path, script, body, statement_timeout="0.2")
+    errors = [e["message"] for e in events(capsys.readouterr().out) if e["event"] == "code_error"]
+    assert code == 0 and len(errors) == 1 and "TimeoutError" in errors[0]
+
+
+def test_invalid_toml_exits_2_with_the_line(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "playbooks.toml"
+    config.write_text("[model]\nname = \n")
+    assert main(["run", str(EXAMPLES / "hello.pb"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "playbooks.toml" in err and "line 2" in err and "\n" not in err
+
+
+def test_unreadable_checkpoints_exit_3(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path / "playbooks.toml")
+    argv = ["run", str(EXAMPLES / "ask.pb"), "--config", str(config),
+            "--model", f"replay:{EXAMPLES / 'ask'}.replay.jsonl"]
+    import io
+
+    sys_stdin = sys.stdin
+    sys.stdin = io.StringIO("")
+    try:
+        assert main(argv) == 1  # waits for a reply that never comes: stays resumable
+    finally:
+        sys.stdin = sys_stdin
+    for path in (tmp_path / "ckpt").rglob("*"):
+        if path.is_file() and path.name not in ("lock", "meta.json"):
+            path.write_bytes(b"\x00garbage" * 10)
+    capsys.readouterr()
+    assert main(argv + ["--message", "Ada"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "readable" in err and "Traceback" not in err
+
+
+def test_resume_by_id_and_fresh(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "playbooks.toml")
+    base = [sys.executable, "-m", "playbooks.cli"]
+    replay = ["--model", f"replay:{EXAMPLES / 'loop'}.replay.jsonl"]
+    killed = subprocess.run(base + ["run", str(EXAMPLES / "loop.pb"), "--config", str(config), "--json", *replay],
+                            cwd=tmp_path, env=child_env({"PLAYBOOKS_CRASH_AT": "await:3"}),
+                            capture_output=True, text=True)
+    assert killed.returncode == -9
+    execution_id = events(killed.stdout)[0]["execution_id"]
+    resumed = subprocess.run(base + ["resume", execution_id, "--config", str(config), "--json", *replay],
+                             cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {execution_id}" in resumed.stderr
+    assert says(killed.stdout) + says(resumed.stdout) == EXPECTED["loop"]
+    fresh = subprocess.run(base + ["run", str(EXAMPLES / "loop.pb"), "--config", str(config), "--json", "--fresh", *replay],
+                           cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    assert says(fresh.stdout) == EXPECTED["loop"]
+    assert events(fresh.stdout)[0]["execution_id"] != execution_id

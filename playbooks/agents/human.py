@@ -12,7 +12,7 @@ import json
 import sys
 from typing import IO, Any
 
-from ..execution.builtins import AwaitingInput
+from ..execution.builtins import AwaitingInput, OutputClosed
 
 
 class Human:
@@ -34,13 +34,18 @@ class Human:
     def emit(self, event: dict[str, Any]) -> None:
         """One JSON object per line, written and flushed when it happens."""
         if self.json_mode:
-            self.out.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
-            self.out.flush()
+            self._write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
 
     def show(self, text: str) -> None:
         if not self.json_mode:
-            self.out.write(text + "\n")
+            self._write(text + "\n")
+
+    def _write(self, line: str) -> None:
+        try:
+            self.out.write(line)
             self.out.flush()
+        except (BrokenPipeError, ValueError) as error:  # nobody is reading any more
+            raise OutputClosed(f"the output was closed ({error})") from None
 
     def say(self, *, id: str, agent: str, to: str, text: str) -> None:
         self.emit({"event": "say", "id": id, "agent": agent, "to": to, "text": text})

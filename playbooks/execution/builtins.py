@@ -23,6 +23,10 @@ class AwaitingInput(BaseException):
     """A reply is needed and none can be had now; the execution stays resumable."""
 
 
+class OutputClosed(BaseException):
+    """Nobody reads the output any more; the execution stays resumable."""
+
+
 class Conversation(Protocol):
     """The person on the other side (implemented by the agents layer)."""
 

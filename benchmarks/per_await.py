@@ -1,0 +1,184 @@
+"""Benchmark 3: what durability adds to each await, beside its floor and its rivals.
+
+Each await in generated code is journaled: its result is appended and
+fdatasynced before the code goes on, and a checkpoint of the statement's
+variables follows. The floor of any such guarantee is one ``fdatasync`` of a
+small appended record in the same directory, so that is measured in the same
+run. LangGraph (SqliteSaver, a checkpoint per step) and DBOS (SQLite, a
+recorded step) give the same kind of guarantee per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from playbooks.durability.manager import CheckpointManager
+from playbooks.durability.provider import FilesystemCheckpointProvider
+from playbooks.execution.executor import StreamingPythonExecutor
+
+from .common import Row, Sample, comparison_python, reps, run_compare, temp_dir
+
+SKIP = "skipped: {name} not installed (pip install -e '.[bench]')"
+
+
+async def _noop() -> None:
+    return None
+
+
+def _code(n: int) -> str:
+    return "```python\n" + "await Noop()\n" * n + "```\n"
+
+
+async def _execute(text: str, manager: CheckpointManager | None) -> None:
+    ex = StreamingPythonExecutor(None, namespace={"Noop": _noop}, checkpoint_manager=manager)
+    ex.set_llm_response(text)
+    await ex.add_chunk(text)
+    await ex.finalize()
+
+
+def ours(text: str, n: int, directory: Path | None, fsync: bool, tag: str) -> float:
+    """Wall seconds to run the ``n`` awaits; durable when ``directory`` is given."""
+    manager = None
+    if directory is not None:
+        provider = FilesystemCheckpointProvider(directory, fsync=fsync)
+        manager = CheckpointManager(tag, provider)
+        manager.open()
+    start = time.perf_counter()
+    asyncio.run(_execute(text, manager))
+    elapsed = time.perf_counter() - start
+    if manager is not None:
+        counter = manager.open().counter
+        manager.close()
+        if counter != n:
+            raise AssertionError(f"{counter} checkpoints written for {n} awaits")
+    return elapsed
+
+
+def fdatasync_cost(directory: Path, count: int) -> Sample:
+    """Seconds for one ``fdatasync`` after appending a 100-byte record."""
+    fd = os.open(directory / "fsync-probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    times = []
+    try:
+        for i in range(count + 5):
+            os.write(fd, (f"{i:08d}" * 13)[:99].encode() + b"\n")
+            start = time.perf_counter()
+            os.fdatasync(fd)
+            if i >= 5:
+                times.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+    return Sample(times)
+
+
+def _ours_rows(n: int, count: int, fsync_probe: Sample) -> tuple[list[Row], Sample, Sample]:
+    text = _code(n)
+    off, on, on_nofsync = [], [], []
+    with temp_dir() as tmp:
+        ours(_code(50), 50, tmp, True, "warmup")
+        for rep in range(count):
+            off.append(ours(text, n, None, True, ""))
+            on.append(ours(text, n, tmp, True, f"on-{rep}"))
+            on_nofsync.append(ours(text, n, tmp, False, f"nofsync-{rep}"))
+    per_on = Sample([(a - b) / n for a, b in zip(on, off, strict=True)])
+    per_nofsync = Sample([(a - b) / n for a, b in zip(on_nofsync, off, strict=True)])
+    budget = 2 * fsync_probe.median
+    rows = [
+        Sample(off).scaled(1e6 / n).row(f"ours: {n} awaits, durability off, per await", "µs"),
+        per_on.scaled(1e6).row(
+            "ours: durability overhead per await (fsync on)",
+            "µs",
+            target=f"≤ 2× fdatasync = {budget * 1e6:.0f} µs",
+            met=per_on.median <= budget,
+            note=f"(on − off)/{n}; on = {Sample(on).median:.2f} s for {n} awaits",
+        ),
+        per_nofsync.scaled(1e6).row(
+            "ours: durability overhead per await (fsync off)",
+            "µs",
+            note="the CPU part: encode, append, apply to state, checkpoint delta",
+        ),
+    ]
+    return rows, per_on, per_nofsync
+
+
+def _langgraph_rows(n: int, count: int, per_await: Sample, per_cpu: Sample) -> list[Row]:
+    python = comparison_python("langgraph")
+    if python is None:
+        return [Row("LangGraph SqliteSaver: overhead per step", None, "", note=SKIP.format(name="langgraph"))]
+    with temp_dir() as tmp:
+        result = run_compare(python, "langgraph-steps", str(n), str(count), str(tmp))
+    none = Sample(result["none"])
+
+    def overhead(mode: str) -> Sample:
+        pairs = zip(result[mode], none.values, strict=True)
+        return Sample([(a - b) / n for a, b in pairs])
+
+    per_step, per_step_nosync = overhead("sqlite"), overhead("sqlite_nosync")
+    quarter = per_step.median / 4
+    return [
+        none.scaled(1e6 / n).row(f"LangGraph: {n}-step graph, no checkpointer, per step", "µs"),
+        per_step.scaled(1e6).row(
+            "LangGraph: SqliteSaver overhead per step",
+            "µs",
+            note=f'(with − without)/{n}; durability="sync", SQLite WAL',
+        ),
+        Row(
+            "ours vs LangGraph: overhead per await / per step",
+            per_await.median / per_step.median,
+            "×",
+            target="≤ 0.25×",
+            met=per_await.median <= quarter,
+            note=f"ours {per_await.median * 1e6:.0f} µs vs LangGraph {per_step.median * 1e6:.0f} µs",
+        ),
+        per_step_nosync.scaled(1e6).row(
+            "LangGraph: SqliteSaver overhead per step, synchronous=OFF",
+            "µs",
+            note="the CPU part, to compare with ours with fsync off",
+        ),
+        Row(
+            "ours vs LangGraph, fsync off: overhead per await / per step",
+            per_cpu.median / per_step_nosync.median,
+            "×",
+            target="≤ 0.25× (CPU part)",
+            met=per_cpu.median <= per_step_nosync.median / 4,
+            note=f"ours {per_cpu.median * 1e6:.0f} µs vs LangGraph "
+            f"{per_step_nosync.median * 1e6:.0f} µs",
+        ),
+    ]
+
+
+def _dbos_rows(n: int, count: int) -> list[Row]:
+    python = comparison_python("dbos")
+    if python is None:
+        return [Row("DBOS: time per step", None, "", note=SKIP.format(name="dbos"))]
+    with temp_dir() as tmp:
+        result = run_compare(python, "dbos-steps", str(n), str(count), str(tmp))
+    return [
+        Sample(result["steps"]).scaled(1e6 / n).row(
+            "DBOS: time per step (SQLite system database)",
+            "µs",
+            note=f"a workflow of {n} no-op steps, {count} runs",
+        )
+    ]
+
+
+def run(quick: bool) -> list[Row]:
+    count = reps(quick, full=5)
+    n = 200 if quick else 2000
+    dbos_n = 100 if quick else 400  # DBOS is ~20 ms a step here: 2,000 steps = 5 runs of 400
+    with temp_dir() as tmp:
+        probe = fdatasync_cost(tmp, 100 if quick else 400)
+    rows = [
+        probe.scaled(1e6).row(
+            "fdatasync of a small appended record (same temp dir)",
+            "µs",
+            note=f"median of {len(probe.values)}",
+        )
+    ]
+    ours_rows, per_await, per_cpu = _ours_rows(n, count, probe)
+    rows += ours_rows
+    rows += _langgraph_rows(n, count, per_await, per_cpu)
+    rows += _dbos_rows(dbos_n, count)
+    return rows
