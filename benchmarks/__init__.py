@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of the playbooks runtime: ``python -m benchmarks``."""

@@ -91,8 +91,9 @@ def fresh_copy(folder: Path, rep: str) -> Path:
     return target
 
 
-def time_to_resumed_output(cwd: Path, program: Path, n: int) -> float:
-    """Seconds from process start to the resumed statement's ``say`` line on stdout."""
+def first_resumed_say(cwd: Path, program: Path) -> tuple[float, dict, dict]:
+    """Run ``playbooks run PROGRAM --json`` in ``cwd``: (seconds from process start to
+    the first ``say`` line after the ``resume`` line, the resume event, that say event)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         [str(PLAYBOOKS_BIN), "run", str(program), "--json"],
@@ -103,21 +104,24 @@ def time_to_resumed_output(cwd: Path, program: Path, n: int) -> float:
         text=True,
         bufsize=1,
     )
-    elapsed = None
-    resumed = False
+    elapsed, resume, say = None, None, None
     assert proc.stdout is not None
     for line in proc.stdout:
         event = json.loads(line)
         if event["event"] == "resume":
-            if event["checkpoint"] != n:
-                raise AssertionError(f"resumed at checkpoint {event['checkpoint']}, not {n}")
-            resumed = True
-        elif event["event"] == "say" and elapsed is None:
-            elapsed = time.perf_counter() - start
-            if not resumed or event["text"] != "resumed":
-                raise AssertionError(f"first say after the resume was {event}")
+            resume = event
+        elif event["event"] == "say" and resume is not None and say is None:
+            elapsed, say = time.perf_counter() - start, event
     if proc.wait(timeout=120) != 0 or elapsed is None:
-        raise RuntimeError(f"the resumed run failed (exit {proc.returncode})")
+        raise RuntimeError(f"the resumed run failed (exit {proc.returncode}) or never resumed")
+    assert resume is not None and say is not None
+    return elapsed, resume, say
+
+
+def time_to_resumed_output(cwd: Path, program: Path, n: int) -> float:
+    elapsed, resume, say = first_resumed_say(cwd, program)
+    if resume["checkpoint"] != n or say["text"] != "resumed":
+        raise AssertionError(f"resumed at {resume}, first output {say}")
     return elapsed
 
 

@@ -187,8 +187,10 @@ class Runner:
     def _code_error(self, human: Human, event: dict) -> None:
         human.emit(event)
         if not self.options.json_mode:
-            self.note(f"{event['playbook']}: the model's code failed at {event['message']}; "
-                      "it is told and tries again")
+            self.note(
+                f"{event['playbook']}: the model's code failed at {event['message']}; "
+                "it is told and tries again"
+            )
 
     async def run(self, program_path: str) -> int:
         try:

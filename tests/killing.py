@@ -160,7 +160,9 @@ class Trial:
             return False
         state = CheckpointManager(executions[0], provider).read_state()
         return any(
-            f.result is None and f.kind == "markdown" and f.turn < len(f.texts)
+            f.result is None
+            and f.kind == "markdown"
+            and f.turn < len(f.texts)
             and not f.turn_done(f.turn)
             for f in state.frames.values()
         )

@@ -78,7 +78,5 @@ class World(dict):
         return Anything(self.log, name, self.budget)
 
 
-
-
 class Stop(BaseException):
     """Ends the code the way a kill would: nothing after it runs or is written."""

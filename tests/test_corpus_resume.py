@@ -55,7 +55,8 @@ async def test_corpus_resumes_exactly_after_a_kill_at_every_await(tmp_path: Path
             provider = FilesystemCheckpointProvider(tmp_path / f"{number}-{k}", fsync=False)
             first_log: list = []
             ex = StreamingPythonExecutor(
-                None, namespace=World(first_log, awaits_left=k),
+                None,
+                namespace=World(first_log, awaits_left=k),
                 checkpoint_manager=CheckpointManager("run", provider),
             )
             parts = pieces(text, rng)
@@ -73,7 +74,7 @@ async def test_corpus_resumes_exactly_after_a_kill_at_every_await(tmp_path: Path
             resumed = await StreamingPythonExecutor.resume_from_checkpoint(
                 None, checkpoint, namespace=World(second_log), checkpoint_manager=manager
             )
-            rest = await feed(resumed, pieces(text[len(received):], rng))
+            rest = await feed(resumed, pieces(text[len(received) :], rng))
             manager.close()
             assert rest == outcome, (number, k)
             # the call in flight at the kill may run again; nothing else does

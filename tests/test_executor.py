@@ -7,10 +7,10 @@ import random
 from pathlib import Path
 
 import pytest
+from stubs import World
 
 from playbooks import CheckpointManager, FilesystemCheckpointProvider, StreamingPythonExecutor
 from playbooks.execution.dollar import rewrite_dollars
-from stubs import World
 
 RESPONSES = Path(__file__).parent / "responses"
 
@@ -297,7 +297,9 @@ async def test_a_value_that_cannot_be_checkpointed_is_named_and_fails_clearly_af
     m1.close()
     ckpt = await manager(tmp_path).get_latest_checkpoint()
     assert ckpt["namespace"]["n"] == 1
-    ex2 = await StreamingPythonExecutor.resume_from_checkpoint(None, ckpt, namespace=rec.namespace())
+    ex2 = await StreamingPythonExecutor.resume_from_checkpoint(
+        None, ckpt, namespace=rec.namespace()
+    )
     with pytest.raises(RuntimeError, match="could not be checkpointed"):
         await ex2.add_chunk(code[code.index("$y") :])
 

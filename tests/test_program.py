@@ -31,12 +31,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def write_config(path: Path, *, api_base: str | None = None, durable: bool = True,
-                 max_llm_calls: int = 6) -> Path:
+def write_config(
+    path: Path, *, api_base: str | None = None, durable: bool = True, max_llm_calls: int = 6
+) -> Path:
     model = f'name = "openai/test-model"\napi_base = "{api_base}"\n' if api_base else ""
     path.write_text(
         f"max_llm_calls = {max_llm_calls}\n[model]\n{model}"
-        f"[durability]\nenabled = {'true' if durable else 'false'}\npath = \"{path.parent / 'ckpt'}\"\n"
+        f'[durability]\nenabled = {"true" if durable else "false"}\npath = "{path.parent / "ckpt"}"\n'
         "fsync = false\n"
     )
     return path
@@ -71,7 +72,10 @@ def test_check_reports_a_malformed_file_with_file_and_line(tmp_path: Path, capsy
 
 # -- offline examples --------------------------------------------------------
 EXPECTED = {
-    "hello": ["Hello! Welcome to Playbooks.", "Fun fact: an octopus has three hearts and blue blood."],
+    "hello": [
+        "Hello! Welcome to Playbooks.",
+        "Fun fact: an octopus has three hearts and blue blood.",
+    ],
     "loop": ["3...", "2...", "1...", "Liftoff!"],
     "ask": ["Hi! What is your name?", "Nice to meet you, Ada!"],
 }
@@ -80,8 +84,19 @@ EXPECTED = {
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_examples_run_offline_from_their_recordings(name: str, tmp_path: Path, capsys) -> None:
     config = write_config(tmp_path / "playbooks.toml")
-    code = main(["run", str(EXAMPLES / f"{name}.pb"), "--config", str(config), "--json",
-                 "--model", f"replay:{EXAMPLES / name}.replay.jsonl", "--message", "Ada"])
+    code = main(
+        [
+            "run",
+            str(EXAMPLES / f"{name}.pb"),
+            "--config",
+            str(config),
+            "--json",
+            "--model",
+            f"replay:{EXAMPLES / name}.replay.jsonl",
+            "--message",
+            "Ada",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert says(out) == EXPECTED[name]
@@ -90,8 +105,17 @@ def test_examples_run_offline_from_their_recordings(name: str, tmp_path: Path, c
 
 def test_markdown_and_python_call_each_other(tmp_path: Path, capsys) -> None:
     config = write_config(tmp_path / "playbooks.toml")
-    code = main(["run", str(EXAMPLES / "calls.pb"), "--config", str(config), "--json",
-                 "--model", f"replay:{EXAMPLES / 'calls'}.replay.jsonl"])
+    code = main(
+        [
+            "run",
+            str(EXAMPLES / "calls.pb"),
+            "--config",
+            str(config),
+            "--json",
+            "--model",
+            f"replay:{EXAMPLES / 'calls'}.replay.jsonl",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert says(out)[-1] == "The total is 12: 12 is an even number"
@@ -110,44 +134,76 @@ def test_python_only_program_sums_a_generated_file(tmp_path: Path, capsys) -> No
 
 def test_durability_off_writes_no_files(tmp_path: Path, capsys) -> None:
     config = write_config(tmp_path / "playbooks.toml", durable=False)
-    assert main(["run", str(EXAMPLES / "hello.pb"), "--config", str(config),
-                 "--model", f"replay:{EXAMPLES / 'hello'}.replay.jsonl"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(EXAMPLES / "hello.pb"),
+                "--config",
+                str(config),
+                "--model",
+                f"replay:{EXAMPLES / 'hello'}.replay.jsonl",
+            ]
+        )
+        == 0
+    )
     assert "Greeter: Hello! Welcome to Playbooks." in capsys.readouterr().out
     assert not (tmp_path / "ckpt").exists()
 
 
 # -- the scripted server, over real HTTP through litellm ----------------------
-def run_scripted(tmp_path: Path, script: dict, *extra: str, max_llm_calls: int = 6, chunk_size: int = 3):
+def run_scripted(
+    tmp_path: Path, script: dict, *extra: str, max_llm_calls: int = 6, chunk_size: int = 3
+):
     with ScriptedLLMServer(ScriptResponder(script), chunk_size=chunk_size) as server:
-        config = write_config(tmp_path / "playbooks.toml", api_base=server.url,
-                              max_llm_calls=max_llm_calls)
+        config = write_config(
+            tmp_path / "playbooks.toml", api_base=server.url, max_llm_calls=max_llm_calls
+        )
         program = tmp_path / "p.pb"
-        program.write_text("# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n"
-                           "### Steps\n- Talk\n- Return\n")
+        program.write_text(
+            "# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n"
+            "### Steps\n- Talk\n- Return\n"
+        )
         code = main(["run", str(program), "--config", str(config), "--json", *extra])
         return code, len(server.requests)
 
 
 def test_every_say_is_shown_in_full(tmp_path: Path, capsys) -> None:
     long = "A long message, streamed three characters at a time: " + "lorem ipsum " * 40
-    script = {"Main": [f'```python\nawait Say("user", "first")\nawait Say("user", {long!r})\n'
-                       'await Return(1)\n```\n']}
+    script = {
+        "Main": [
+            f'```python\nawait Say("user", "first")\nawait Say("user", {long!r})\n'
+            "await Return(1)\n```\n"
+        ]
+    }
     code, requests = run_scripted(tmp_path, script)
     assert code == 0 and requests == 1
     assert says(capsys.readouterr().out) == ["first", long]
 
 
-@pytest.mark.parametrize("broken, expected", [
-    ('await Say("user", "a")\nx = = 1\n', "SyntaxError"),
-    ('await Say("user", "a")\n$x = {}["missing"]\n', "KeyError"),
-])
-def test_a_broken_response_is_reported_and_the_model_tries_again(tmp_path: Path, capsys, broken, expected) -> None:
-    script = {"Main": [f"```python\n{broken}```\n", '```python\nawait Say("user", "fixed")\nawait Return(2)\n```\n']}
+@pytest.mark.parametrize(
+    "broken, expected",
+    [
+        ('await Say("user", "a")\nx = = 1\n', "SyntaxError"),
+        ('await Say("user", "a")\n$x = {}["missing"]\n', "KeyError"),
+    ],
+)
+def test_a_broken_response_is_reported_and_the_model_tries_again(
+    tmp_path: Path, capsys, broken, expected
+) -> None:
+    script = {
+        "Main": [
+            f"```python\n{broken}```\n",
+            '```python\nawait Say("user", "fixed")\nawait Return(2)\n```\n',
+        ]
+    }
     code, requests = run_scripted(tmp_path, script)
     captured = capsys.readouterr()
     assert code == 0 and requests == 2
     errors = [e for e in events(captured.out) if e["event"] == "code_error"]
-    assert len(errors) == 1 and expected in errors[0]["message"] and "line 3" in errors[0]["message"]  # the fence is line 1
+    assert (
+        len(errors) == 1 and expected in errors[0]["message"] and "line 3" in errors[0]["message"]
+    )  # the fence is line 1
     assert says(captured.out) == ["a", "fixed"]
     assert "Traceback" not in captured.err
 
@@ -161,7 +217,9 @@ def test_a_response_that_never_returns_ends_with_a_clear_message(tmp_path: Path,
     assert "Traceback" not in captured.err
 
 
-def test_running_out_of_replies_ends_with_a_clear_message(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_running_out_of_replies_ends_with_a_clear_message(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     import io
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
@@ -211,10 +269,23 @@ def test_second_process_on_the_same_execution_exits_3(tmp_path: Path) -> None:
     manager.open()  # this process owns it now
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "playbooks.cli", "run", str(EXAMPLES / "hello.pb"),
-             "--config", str(config), "--execution-id", "held",
-             "--model", f"replay:{EXAMPLES / 'hello'}.replay.jsonl"],
-            cwd=tmp_path, env=child_env(), capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "playbooks.cli",
+                "run",
+                str(EXAMPLES / "hello.pb"),
+                "--config",
+                str(config),
+                "--execution-id",
+                "held",
+                "--model",
+                f"replay:{EXAMPLES / 'hello'}.replay.jsonl",
+            ],
+            cwd=tmp_path,
+            env=child_env(),
+            capture_output=True,
+            text=True,
         )
     finally:
         manager.close()
@@ -234,14 +305,25 @@ def test_an_edited_program_is_refused_unless_forced(tmp_path: Path) -> None:
     second = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
     assert second.returncode == 3
     assert "changed since execution" in second.stderr and "--force" in second.stderr
-    third = subprocess.run(cmd + ["--force"], cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    third = subprocess.run(
+        cmd + ["--force"], cwd=tmp_path, env=child_env(), capture_output=True, text=True
+    )
     assert third.returncode == 1 and "resuming" in third.stderr  # resumed; the model is unreachable
 
 
 def test_executions_list_show_rm(tmp_path: Path, capsys) -> None:
     config = write_config(tmp_path / "playbooks.toml")
-    main(["run", str(EXAMPLES / "loop.pb"), "--config", str(config), "--json",
-          "--model", f"replay:{EXAMPLES / 'loop'}.replay.jsonl"])
+    main(
+        [
+            "run",
+            str(EXAMPLES / "loop.pb"),
+            "--config",
+            str(config),
+            "--json",
+            "--model",
+            f"replay:{EXAMPLES / 'loop'}.replay.jsonl",
+        ]
+    )
     execution_id = events(capsys.readouterr().out)[0]["execution_id"]
     assert main(["executions", "--config", str(config), "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -259,24 +341,39 @@ def run_bot(tmp_path: Path, script: dict, body: str = "", **config_extra: str):
     with ScriptedLLMServer(ScriptResponder(script), chunk_size=16) as server:
         config = write_config(tmp_path / "playbooks.toml", api_base=server.url)
         if config_extra:
-            config.write_text(config.read_text() + "[safety]\n" + "".join(
-                f"{k} = {v}\n" for k, v in config_extra.items()))
+            config.write_text(
+                config.read_text()
+                + "[safety]\n"
+                + "".join(f"{k} = {v}\n" for k, v in config_extra.items())
+            )
         program = tmp_path / "bot.pb"
-        program.write_text("# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n"
-                           "### Steps\n- Work\n- Return\n" + body)
+        program.write_text(
+            "# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n"
+            "### Steps\n- Work\n- Return\n" + body
+        )
         code = main(["run", str(program), "--config", str(config), "--json"])
         return code, len(server.requests)
 
 
-@pytest.mark.parametrize("bad, expected", [
-    ("import os\n", "import of 'os' is not allowed"),
-    ("$x = ().__class__.__bases__\n", "__class__"),
-    ("$f = open('/etc/passwd')\n", "open"),
-    ("while True:\n    pass\n", "loop budget"),
-    ("$big = 'a' * 10**10\n", "allocation"),
-])
-def test_rule_breaking_code_is_reported_and_the_run_survives(tmp_path: Path, capsys, bad, expected) -> None:
-    script = {"Main": [f"```python\n{bad}```\n", '```python\nawait Say("user", "ok")\nawait Return(1)\n```\n']}
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        ("import os\n", "import of 'os' is not allowed"),
+        ("$x = ().__class__.__bases__\n", "__class__"),
+        ("$f = open('/etc/passwd')\n", "open"),
+        ("while True:\n    pass\n", "loop budget"),
+        ("$big = 'a' * 10**10\n", "allocation"),
+    ],
+)
+def test_rule_breaking_code_is_reported_and_the_run_survives(
+    tmp_path: Path, capsys, bad, expected
+) -> None:
+    script = {
+        "Main": [
+            f"```python\n{bad}```\n",
+            '```python\nawait Say("user", "ok")\nawait Return(1)\n```\n',
+        ]
+    }
     code, requests = run_bot(tmp_path, script, loop_budget="100000")
     out = capsys.readouterr().out
     assert code == 0 and requests == 2
@@ -286,9 +383,11 @@ def test_rule_breaking_code_is_reported_and_the_run_survives(tmp_path: Path, cap
 
 
 def test_a_slow_await_times_out_and_the_model_is_told(tmp_path: Path, capsys) -> None:
-    body = ("\n## Python helpers\n\n```python\nimport asyncio\n\n\nasync def slow():\n"
-            "    await asyncio.sleep(30)\n```\n")
-    script = {"Main": ["```python\nawait slow()\n```\n", '```python\nawait Return(1)\n```\n']}
+    body = (
+        "\n## Python helpers\n\n```python\nimport asyncio\n\n\nasync def slow():\n"
+        "    await asyncio.sleep(30)\n```\n"
+    )
+    script = {"Main": ["```python\nawait slow()\n```\n", "```python\nawait Return(1)\n```\n"]}
     code, _ = run_bot(tmp_path, script, body, statement_timeout="0.2")
     errors = [e["message"] for e in events(capsys.readouterr().out) if e["event"] == "code_error"]
     assert code == 0 and len(errors) == 1 and "TimeoutError" in errors[0]
@@ -304,8 +403,14 @@ def test_invalid_toml_exits_2_with_the_line(tmp_path: Path, capsys) -> None:
 
 def test_unreadable_checkpoints_exit_3(tmp_path: Path, capsys) -> None:
     config = write_config(tmp_path / "playbooks.toml")
-    argv = ["run", str(EXAMPLES / "ask.pb"), "--config", str(config),
-            "--model", f"replay:{EXAMPLES / 'ask'}.replay.jsonl"]
+    argv = [
+        "run",
+        str(EXAMPLES / "ask.pb"),
+        "--config",
+        str(config),
+        "--model",
+        f"replay:{EXAMPLES / 'ask'}.replay.jsonl",
+    ]
     import io
 
     sys_stdin = sys.stdin
@@ -327,17 +432,32 @@ def test_resume_by_id_and_fresh(tmp_path: Path) -> None:
     config = write_config(tmp_path / "playbooks.toml")
     base = [sys.executable, "-m", "playbooks.cli"]
     replay = ["--model", f"replay:{EXAMPLES / 'loop'}.replay.jsonl"]
-    killed = subprocess.run(base + ["run", str(EXAMPLES / "loop.pb"), "--config", str(config), "--json", *replay],
-                            cwd=tmp_path, env=child_env({"PLAYBOOKS_CRASH_AT": "await:3"}),
-                            capture_output=True, text=True)
+    killed = subprocess.run(
+        base + ["run", str(EXAMPLES / "loop.pb"), "--config", str(config), "--json", *replay],
+        cwd=tmp_path,
+        env=child_env({"PLAYBOOKS_CRASH_AT": "await:3"}),
+        capture_output=True,
+        text=True,
+    )
     assert killed.returncode == -9
     execution_id = events(killed.stdout)[0]["execution_id"]
-    resumed = subprocess.run(base + ["resume", execution_id, "--config", str(config), "--json", *replay],
-                             cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    resumed = subprocess.run(
+        base + ["resume", execution_id, "--config", str(config), "--json", *replay],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {execution_id}" in resumed.stderr
     assert says(killed.stdout) + says(resumed.stdout) == EXPECTED["loop"]
-    fresh = subprocess.run(base + ["run", str(EXAMPLES / "loop.pb"), "--config", str(config), "--json", "--fresh", *replay],
-                           cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    fresh = subprocess.run(
+        base
+        + ["run", str(EXAMPLES / "loop.pb"), "--config", str(config), "--json", "--fresh", *replay],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+    )
     assert says(fresh.stdout) == EXPECTED["loop"]
     assert events(fresh.stdout)[0]["execution_id"] != execution_id

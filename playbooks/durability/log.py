@@ -526,14 +526,16 @@ def delete_execution(base_path: str | Path, execution_id: str) -> None:
         log.close()
 
 
-def gc(base_path: str | Path, *, keep_last_n: int) -> dict:
-    """Offline clean-up of every execution not in use; returns counts."""
+def gc(base_path: str | Path, *, keep_last_n: int, only: str | None = None) -> dict:
+    """Offline clean-up of every execution not in use (or just ``only``); returns counts."""
     counts: dict[str, int] = dict.fromkeys(
         "executions generations_removed blobs_removed torn_tails_trimmed tmp_removed "
         "skipped_in_use skipped_damaged bytes_freed".split(),
         0,
     )
     for execution_id in list_executions(base_path):
+        if only is not None and execution_id != only:
+            continue
         log = ExecutionLog(base_path, execution_id, keep_last_n=keep_last_n, create=False)
         try:
             log.lock()

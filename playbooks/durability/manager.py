@@ -129,6 +129,8 @@ class CheckpointManager:
         """The durable state, without taking ownership (for inspection)."""
         if self.state is not None:
             return self.state
+        if self.execution_id not in self.provider.list_executions():
+            return None
         log = self.provider.open_log(self.execution_id, create=False)
         try:
             return self._state_from(log.load())

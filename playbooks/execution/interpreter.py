@@ -263,9 +263,18 @@ class Interpreter:
                 self._turn_done(frame_id, turn)
                 message = describe_error(error)
                 if self.on_event is not None:
-                    self.on_event({"event": "code_error", "playbook": spec.name, "frame": frame_id,
-                                   "turn": turn, "message": message})
-                outcome = f"Your code failed at {message}. Nothing after it ran. Fix it and continue."
+                    self.on_event(
+                        {
+                            "event": "code_error",
+                            "playbook": spec.name,
+                            "frame": frame_id,
+                            "turn": turn,
+                            "message": message,
+                        }
+                    )
+                outcome = (
+                    f"Your code failed at {message}. Nothing after it ran. Fix it and continue."
+                )
             resuming = False
             variables = executor.variables()
             if self.manager is not None:
