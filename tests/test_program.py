@@ -461,3 +461,40 @@ def test_resume_by_id_and_fresh(tmp_path: Path) -> None:
     )
     assert says(fresh.stdout) == EXPECTED["loop"]
     assert events(fresh.stdout)[0]["execution_id"] != execution_id
+
+
+def test_variables_set_after_the_last_await_of_a_turn_survive_a_kill(tmp_path: Path) -> None:
+    script = {
+        "Main": [
+            '```python\nawait Step("Main:01")\n$x = 41\n$x += 1\n```\n',
+            '```python\nawait Say("user", f"x is {$x}")\nawait Return($x)\n```\n',
+        ]
+    }
+    program = tmp_path / "p.pb"
+    program.write_text(
+        "# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n"
+        "### Steps\n- Work\n- Return\n"
+    )
+    with ScriptedLLMServer(ScriptResponder(script)) as server:
+        config = write_config(tmp_path / "playbooks.toml", api_base=server.url)
+        cmd = [
+            sys.executable,
+            "-m",
+            "playbooks.cli",
+            "run",
+            str(program),
+            "--config",
+            str(config),
+            "--json",
+        ]
+        killed = subprocess.run(
+            cmd,
+            cwd=tmp_path,
+            env=child_env({"PLAYBOOKS_CRASH_AT": "turn:2:after"}),
+            capture_output=True,
+            text=True,
+        )
+        assert killed.returncode == -9
+        done = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert says(done.stdout) == ["x is 42"]

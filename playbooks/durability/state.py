@@ -158,7 +158,7 @@ class ExecutionState:
             for k, v in frame.journal.items()
             if k.startswith(prefix) and int(k.split(".")[1]) >= i
         }
-        if "stmt" in r:
+        if r.get("stmt"):  # the end-of-turn checkpoint has no statement
             frame.statement = r["stmt"]
             frame.executed.append(r["stmt"])
         frame.checkpoint = r["n"]

@@ -278,6 +278,15 @@ class Interpreter:
             resuming = False
             variables = executor.variables()
             if self.manager is not None:
+                # statements after the turn's last await changed variables too
+                self.manager.record_checkpoint(
+                    frame_id,
+                    turn=turn,
+                    cursor=executor.cursor,
+                    statement="",
+                    variables=variables,
+                    position=executor.position,
+                )
                 self.manager.record_observation(frame_id, turn, outcome)
             history.append((executor.llm_response, outcome))
             turn += 1
