@@ -47,7 +47,9 @@ def interrupted(folder: Path) -> Path:
         timeout=120,
     )
     if done.returncode != -9:
-        raise RuntimeError(f"numbers_sum was not interrupted: exit {done.returncode}\n{done.stderr}")
+        raise RuntimeError(
+            f"numbers_sum was not interrupted: exit {done.returncode}\n{done.stderr}"
+        )
     return program
 
 

@@ -106,7 +106,14 @@ def _ours_rows(n: int, count: int, fsync_probe: Sample) -> tuple[list[Row], Samp
 def _langgraph_rows(n: int, count: int, per_await: Sample, per_cpu: Sample) -> list[Row]:
     python = comparison_python("langgraph")
     if python is None:
-        return [Row("LangGraph SqliteSaver: overhead per step", None, "", note=SKIP.format(name="langgraph"))]
+        return [
+            Row(
+                "LangGraph SqliteSaver: overhead per step",
+                None,
+                "",
+                note=SKIP.format(name="langgraph"),
+            )
+        ]
     with temp_dir() as tmp:
         result = run_compare(python, "langgraph-steps", str(n), str(count), str(tmp))
     none = Sample(result["none"])
@@ -156,7 +163,9 @@ def _dbos_rows(n: int, count: int) -> list[Row]:
     with temp_dir() as tmp:
         result = run_compare(python, "dbos-steps", str(n), str(count), str(tmp))
     return [
-        Sample(result["steps"]).scaled(1e6 / n).row(
+        Sample(result["steps"])
+        .scaled(1e6 / n)
+        .row(
             "DBOS: time per step (SQLite system database)",
             "µs",
             note=f"a workflow of {n} no-op steps, {count} runs",
@@ -167,7 +176,7 @@ def _dbos_rows(n: int, count: int) -> list[Row]:
 def run(quick: bool) -> list[Row]:
     count = reps(quick, full=5)
     n = 200 if quick else 2000
-    dbos_n = 100 if quick else 400  # DBOS is ~20 ms a step here: 2,000 steps = 5 runs of 400
+    dbos_n = 50 if quick else 400  # DBOS is ~17 ms a step here: 2,000 steps = 5 runs of 400
     with temp_dir() as tmp:
         probe = fdatasync_cost(tmp, 100 if quick else 400)
     rows = [

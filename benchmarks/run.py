@@ -1,7 +1,7 @@
 """Run the benchmarks, print the table, write benchmarks/results.md.
 
-    python -m benchmarks [--quick] [--only NAME ...]
-    python benchmarks/run.py [--quick] [--only NAME ...]
+python -m benchmarks [--quick] [--only NAME ...]
+python benchmarks/run.py [--quick] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def write_results(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions")
     parser.add_argument(
         "--only",
@@ -113,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(MEASUREMENTS),
         metavar="NAME",
         help=f"run only this measurement (repeatable): {', '.join(MEASUREMENTS)}",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS, metavar="FILE", help=f"default {RESULTS}"
     )
     args = parser.parse_args(argv)
     chosen = args.only or list(MEASUREMENTS)
@@ -135,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sections.append((title, rows))
     elapsed = time.perf_counter() - started
     print(plain(sections))
-    write_results(sections, args.quick, elapsed)
-    print(f"\nwrote {RESULTS} ({elapsed:.0f} s)")
+    write_results(sections, args.quick, elapsed, args.output)
+    print(f"\nwrote {args.output} ({elapsed:.0f} s)")
     return 1 if failed else 0
 
 

@@ -75,7 +75,10 @@ def run(quick: bool) -> list[Row]:
             python, "langgraph-storage", str(STEPS), str(SIZE), str(count), str(tmp)
         )
     theirs = Sample([float(b) for b in result["bytes"]])
-    files = ", ".join(f"{name.split('.', 1)[1]} {size / 1024:.0f} KiB" for name, size in sorted(result["files"].items()))
+    files = ", ".join(
+        f"{name.split('.', 1)[1]} {size / 1024:.0f} KiB"
+        for name, size in sorted(result["files"].items())
+    )
     rows.append(
         theirs.scaled(1 / changed).row(
             "storage, LangGraph SqliteSaver: bytes on disk / bytes changed",

@@ -13,7 +13,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from hypothesis import given  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,6 +338,7 @@ def test_build_messages_truncates_long_values():
     assert "$big = " in messages[1]["content"]
 
 
+@settings(deadline=None)
 @given(
     playbook=st.from_regex(r"[A-Z][A-Za-z0-9_]{0,20}", fullmatch=True),
     history=st.lists(st.tuples(st.text(max_size=40), st.text(max_size=40)), max_size=4),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from playbooks.durability.log import (
+    MIN_SNAPSHOT_GAP,
     ExecutionLocked,
     ExecutionLog,
     StorageError,
@@ -328,7 +329,7 @@ def test_should_snapshot_follows_bytes_appended(tmp_path) -> None:
     assert not log.should_snapshot()
     while not log.should_snapshot():
         log.append({"k": "chunk", "text": "t" * 1000})
-    assert 64 * 1024 <= log.disk_usage() < 64 * 1024 + 2000
+    assert MIN_SNAPSHOT_GAP <= log.disk_usage() < MIN_SNAPSHOT_GAP + 2000
     log.write_snapshot({"n": 0})
     assert not log.should_snapshot()
     log.close()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from playbooks.durability.blobs import (
+    INLINE_MAX,
     BlobStore,
     MissingBlob,
     dumps,
@@ -35,7 +36,9 @@ from playbooks.durability.records import encode_record, read_records
 
 SNAP = "snap-"
 SEG = "log-"
-MIN_SNAPSHOT_GAP = 64 * 1024
+MIN_SNAPSHOT_GAP = 16 * 1024
+#: Byte patterns of the keys externalize() writes; a payload without them needs no resolve().
+_MARKERS = re.compile(rb'"(?:__blob__|__chunks__|__esc__)"')
 SNAPSHOT_FORMAT = 1
 _FILE = re.compile(r"(snap|log)-(\d{6,})")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -176,7 +179,9 @@ class ExecutionLog:
         rr = read_records(data, name)
         for payload, offset in zip(rr.payloads, rr.offsets, strict=True):
             try:
-                record = self.blobs.resolve(loads(payload), stats.refs, cache)
+                record = loads(payload)
+                if _MARKERS.search(payload):  # most records hold no reference: skip the walk
+                    record = self.blobs.resolve(record, stats.refs, cache)
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
             except (ValueError, MissingBlob) as exc:
@@ -306,8 +311,13 @@ class ExecutionLog:
                     f"execution {self.execution_id}: write a fresh snapshot before appending "
                     "(recovery did not end at the end of the log)"
                 )
-            ext, refs = self.blobs.externalize(record)
-            frame = encode_record(dumps(ext))
+            data = dumps(record)
+            if len(data) > INLINE_MAX or _MARKERS.search(data):
+                ext, refs = self.blobs.externalize(record)
+                data = dumps(ext)
+            else:  # nothing in it can be large: no walk needed
+                refs = set()
+            frame = encode_record(data)
             fd = self._segment_fd()
             start = self._seg_size
             try:

@@ -402,7 +402,7 @@ def checkpoint_view(state: ExecutionState, execution_id: str, **codec: Any) -> d
             "timestamp": state.timestamp,
             "llm_response": frame.text(frame.turn),
             "llm_response_complete": frame.turn_done(frame.turn),
-            "executed_code": "\n".join(frame.executed),
+            "executed_code": frame.executed_code(),
             "cursor": cursor,
             "frame": frame.id,
         },

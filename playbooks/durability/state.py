@@ -60,6 +60,12 @@ class FrameState:
     def turn_done(self, turn: int) -> bool:
         return turn < len(self.done) and self.done[turn]
 
+    def executed_code(self) -> str:
+        """The code of this turn that has run: the response up to the cursor's line."""
+        if self.pos is None:
+            return "\n".join(self.executed)
+        return "\n".join(self.text(self.turn).split("\n")[: self.pos[0]])
+
 
 @dataclass
 class ExecutionState:
@@ -160,7 +166,8 @@ class ExecutionState:
         }
         if r.get("stmt"):  # the end-of-turn checkpoint has no statement
             frame.statement = r["stmt"]
-            frame.executed.append(r["stmt"])
+            if "pos" not in r:  # without a position the executed code must be kept
+                frame.executed.append(r["stmt"])
         frame.checkpoint = r["n"]
         self.counter = r["n"]
         self.last_frame = frame.id

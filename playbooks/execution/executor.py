@@ -275,7 +275,7 @@ class StreamingPythonExecutor:
                 node = _ReturnToRaise().visit(node)
             elif self.checker is not None:
                 node = self.checker(node)
-            node, _ = journal_awaits(node)
+            node, _ = journal_awaits(node, statement.source)
             if self.line_offset:
                 ast.increment_lineno(node, self.line_offset)
             code = compile(

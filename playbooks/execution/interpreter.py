@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,8 @@ from .journal import CURRENT_CALL
 from .safety import Budget, SafetyError, check_statement, instrument, safe_builtins
 
 ROOT = "main"
-WAITING = frozenset({"Yld"})
+#: Awaits without a timeout: the person's reply, and the built-ins (quick, local).
+UNTIMED = frozenset({"Yld", "Step", "Say", "Return", "Var", "Artifact", "EndProgram"})
 
 
 class ProgramFailed(BaseException):
@@ -193,10 +195,13 @@ class Interpreter:
         return check
 
     async def _around(self, awaitable: Any) -> Any:
-        """A per-await timeout, except for waiting on the person or a playbook call."""
+        """A per-await timeout, except for the person's reply, built-ins and playbook calls."""
         name = getattr(awaitable, "__name__", "")
-        if name in WAITING or self.agent.playbook(name) is not None:
+        if name in UNTIMED or self.agent.playbook(name) is not None:
             return await awaitable
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(self.limits.statement_timeout):
+                return await awaitable
         return await asyncio.wait_for(awaitable, self.limits.statement_timeout)
 
     # -- Python playbooks ----------------------------------------------------

@@ -49,29 +49,49 @@ class _AwaitRewriter(ast.NodeTransformer):
         self.generic_visit(node)  # inner awaits live inside node.value
         temp = f"{TEMP_PREFIX}{self.count}"
         self.count += 1
-        j = ast.Name(JOURNAL_NAME, ast.Load())
-        enter = ast.NamedExpr(
-            target=ast.Name(temp, ast.Store()),
-            value=ast.Call(ast.Attribute(j, "enter", ast.Load()), [], []),
-        )
-        replayed = ast.Attribute(ast.Name(temp, ast.Load()), "value", ast.Load())
-        record = ast.Await(
-            ast.Call(
-                ast.Attribute(ast.Name(JOURNAL_NAME, ast.Load()), "record", ast.Load()),
-                [ast.Name(temp, ast.Load()), node.value],
-                [],
+
+        def at(new: ast.AST) -> Any:  # located where the await was, for tracebacks
+            return ast.copy_location(new, node)
+
+        def name(ident: str, ctx: ast.expr_context) -> Any:
+            return at(ast.Name(ident, ctx))
+
+        def method(owner: str, attr: str) -> Any:
+            return at(ast.Attribute(name(owner, ast.Load()), attr, ast.Load()))
+
+        enter = at(
+            ast.NamedExpr(
+                target=name(temp, ast.Store()),
+                value=at(ast.Call(method(JOURNAL_NAME, "enter"), [], [])),
             )
         )
-        new = ast.IfExp(test=ast.Attribute(enter, "done", ast.Load()), body=replayed, orelse=record)
-        return ast.copy_location(new, node)
+        record = at(
+            ast.Await(
+                at(
+                    ast.Call(
+                        method(JOURNAL_NAME, "record"), [name(temp, ast.Load()), node.value], []
+                    )
+                )
+            )
+        )
+        return at(
+            ast.IfExp(
+                test=at(ast.Attribute(enter, "done", ast.Load())),
+                body=method(temp, "value"),
+                orelse=record,
+            )
+        )
 
 
-def journal_awaits(node: ast.stmt) -> tuple[ast.stmt, int]:
-    """Rewrite every await in ``node``; returns the new node and how many sites."""
+def journal_awaits(node: ast.stmt, source: str | None = None) -> tuple[ast.stmt, int]:
+    """Rewrite every await in ``node``; returns the new node and how many sites.
+
+    ``source``, when given, lets a statement with no ``await`` in its text skip
+    the tree walk entirely (the common case for plain assignments)."""
+    if source is not None and "await" not in source:
+        return node, 0
     rewriter = _AwaitRewriter()
-    new = rewriter.visit(node)
-    ast.fix_missing_locations(new)
-    return new, rewriter.count
+    return rewriter.visit(node), rewriter.count
 
 
 @dataclass
