@@ -28,10 +28,12 @@ class MissingBlob(Exception):
     """A referenced blob is absent or damaged."""
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # built once
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON bytes; lone surrogates survive (they are legal in Python str)."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8", "surrogatepass")
+    return _ENCODE(value).encode("utf-8", "surrogatepass")
 
 
 def loads(data: bytes) -> Any:

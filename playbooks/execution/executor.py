@@ -34,8 +34,10 @@ class _ReturnToRaise(ast.NodeTransformer):
     """``return x`` at the top scope of a Python playbook body ends the frame."""
 
     def visit_Return(self, node: ast.Return) -> ast.AST:
-        call = ast.Call(ast.Name(RETURN_NAME, ast.Load()), [node.value] if node.value else [], [])
-        return ast.copy_location(ast.Raise(exc=call, cause=None), node)
+        at = {k: getattr(node, k) for k in ("lineno", "col_offset", "end_lineno", "end_col_offset")}
+        args = [node.value] if node.value else []
+        call = ast.Call(ast.Name(RETURN_NAME, ast.Load(), **at), args, [], **at)
+        return ast.Raise(exc=call, cause=None, **at)
 
     def _skip(self, node: ast.AST) -> ast.AST:
         return node
@@ -79,6 +81,7 @@ class StreamingPythonExecutor:
         around: Callable[[Any], Any] | None = None,
         variables: dict[str, Any] | None = None,
         record_text: bool = True,
+        pure: frozenset[str] = frozenset(),
     ) -> None:
         self.agent = agent
         self.namespace: dict[str, Any] = namespace if namespace is not None else {}
@@ -106,7 +109,15 @@ class StreamingPythonExecutor:
         self._known_response: str | None = None
         self._recorded = 0  # characters of the response already durable
         self._recorded_done = False
-        self.journal = Journal(frame_id, lookup=self._lookup, sink=self._sink, around=around)
+        barrier = checkpoint_manager.barrier if checkpoint_manager is not None else None
+        self.journal = Journal(
+            frame_id,
+            lookup=self._lookup,
+            sink=self._sink,
+            around=around,
+            barrier=barrier,
+            pure=pure,
+        )
         self.namespace[JOURNAL_NAME] = self.journal
         if python_body:
             self.namespace[RETURN_NAME] = PlaybookReturn
@@ -132,6 +143,8 @@ class StreamingPythonExecutor:
             while await self._run_all(self._splitter.finish):
                 pass
         self._flush_text(done=True)
+        if self.checkpoint_manager is not None:
+            self.checkpoint_manager.barrier()
 
     @property
     def llm_response(self) -> str:
@@ -309,6 +322,8 @@ class StreamingPythonExecutor:
         """The caller stopped reading the stream (after an error): what we have is all."""
         self.finalized = True
         self._flush_text(done=True)
+        if self.checkpoint_manager is not None:
+            self.checkpoint_manager.barrier()
 
     def _fail(self, error: BaseException) -> None:
         self.error = error

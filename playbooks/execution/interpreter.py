@@ -30,6 +30,8 @@ from .safety import Budget, SafetyError, check_statement, instrument, safe_built
 ROOT = "main"
 #: Awaits without a timeout: the person's reply, and the built-ins (quick, local).
 UNTIMED = frozenset({"Yld", "Step", "Say", "Return", "Var", "Artifact", "EndProgram"})
+#: Built-ins with no effect outside the process: no fsync is needed before them.
+PURE = frozenset({"Step", "Return", "Var", "Artifact"})
 
 
 class ProgramFailed(BaseException):
@@ -220,6 +222,7 @@ class Interpreter:
             python_body=True,
             around=self._around,
             record_text=False,
+            pure=PURE,
         )
         cursor = stored.cursor if stored is not None else 0
         try:
@@ -253,6 +256,7 @@ class Interpreter:
                 checker=self._checker(namespace),
                 around=self._around,
                 record_text=False,  # _stream records the text as it arrives
+                pure=PURE,
             )
             try:
                 if resuming:
@@ -360,6 +364,8 @@ class Interpreter:
             except LLMError as error:
                 queue.put_nowait(error)
 
+        if manager is not None:
+            manager.barrier()  # sending a request is an effect: what led to it is on disk
         task = asyncio.create_task(receive())
         try:
             while (item := await queue.get()) is not None:

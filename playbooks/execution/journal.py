@@ -49,37 +49,29 @@ class _AwaitRewriter(ast.NodeTransformer):
         self.generic_visit(node)  # inner awaits live inside node.value
         temp = f"{TEMP_PREFIX}{self.count}"
         self.count += 1
+        # every new node sits where the await was, so tracebacks point at it
+        at = {
+            "lineno": node.lineno,
+            "col_offset": node.col_offset,
+            "end_lineno": node.end_lineno,
+            "end_col_offset": node.end_col_offset,
+        }
+        load, store = ast.Load(), ast.Store()
 
-        def at(new: ast.AST) -> Any:  # located where the await was, for tracebacks
-            return ast.copy_location(new, node)
+        def method(owner: str, attr: str) -> ast.Attribute:
+            return ast.Attribute(ast.Name(owner, load, **at), attr, load, **at)
 
-        def name(ident: str, ctx: ast.expr_context) -> Any:
-            return at(ast.Name(ident, ctx))
-
-        def method(owner: str, attr: str) -> Any:
-            return at(ast.Attribute(name(owner, ast.Load()), attr, ast.Load()))
-
-        enter = at(
-            ast.NamedExpr(
-                target=name(temp, ast.Store()),
-                value=at(ast.Call(method(JOURNAL_NAME, "enter"), [], [])),
-            )
+        enter = ast.NamedExpr(
+            ast.Name(temp, store, **at), ast.Call(method(JOURNAL_NAME, "enter"), [], [], **at), **at
         )
-        record = at(
-            ast.Await(
-                at(
-                    ast.Call(
-                        method(JOURNAL_NAME, "record"), [name(temp, ast.Load()), node.value], []
-                    )
-                )
-            )
+        record = ast.Call(
+            method(JOURNAL_NAME, "record"), [ast.Name(temp, load, **at), node.value], [], **at
         )
-        return at(
-            ast.IfExp(
-                test=at(ast.Attribute(enter, "done", ast.Load())),
-                body=method(temp, "value"),
-                orelse=record,
-            )
+        return ast.IfExp(
+            ast.Attribute(enter, "done", load, **at),
+            method(temp, "value"),
+            ast.Await(record, **at),
+            **at,
         )
 
 
@@ -131,6 +123,8 @@ class Journal:
     lookup: Callable[[tuple[int, int, int]], Entry | None]
     sink: Sink | None = None
     around: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None
+    barrier: Callable[[], None] | None = None  # makes the journal durable before an effect
+    pure: frozenset[str] = frozenset()  # calls without effects: no barrier before them
     turn: int = 0
     statement: int = 0
     seq: int = 0
@@ -150,6 +144,8 @@ class Journal:
 
     async def record(self, token: Token, awaitable: Awaitable[Any]) -> Any:
         self.live += 1
+        if self.barrier is not None and getattr(awaitable, "__name__", "") not in self.pure:
+            self.barrier()
         events: dict = {}
         reset_call = CURRENT_CALL.set(self.call_id(token.key))
         reset_events = _EVENTS.set(events)
