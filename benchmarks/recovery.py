@@ -1,9 +1,15 @@
 """Benchmark 4: recovery time must not grow with the length of the history.
 
-One execution is built per size: a program whose single LLM response is N
-``await Step(...)`` statements followed by ``await Say("user", "resumed")``,
-killed by ``PLAYBOOKS_CRASH_AT=ckpt:N`` right after its N-th checkpoint. We
-then time (a) a fresh ``playbooks run`` process from its start to the
+One execution is built per size and kind, killed by
+``PLAYBOOKS_CRASH_AT=ckpt:N`` right after its N-th checkpoint:
+
+- ``llm``: a Markdown playbook whose single LLM response is N
+  ``await Step(...)`` statements followed by ``await Say("user", "resumed")``.
+  That response is live state (it must be kept to resume), so it grows with N;
+- ``python``: a Python playbook whose body is the same N statements. The body
+  is part of the program, not of the state, so only the history grows.
+
+We then time (a) a fresh ``playbooks run`` process from its start to the
 ``say`` line of the resumed statement, and (b) in-process, the part that reads
 the checkpoints: ``CheckpointManager.open()`` and ``get_latest_checkpoint()``.
 A resume continues the execution it finds, so every repetition runs on a
@@ -25,6 +31,7 @@ from playbooks.durability.provider import FilesystemCheckpointProvider
 from .common import PLAYBOOKS_BIN, Row, Sample, child_env, dir_size, reps, temp_dir
 
 SIZES = (100, 1_000, 10_000)
+KINDS = ("llm", "python")
 
 PROGRAM = """# Stepper
 Walks through many steps, then tells the user it resumed.
@@ -52,11 +59,28 @@ fsync = true
 """
 
 
-def write_program(folder: Path, n: int) -> tuple[Path, Path]:
+PYTHON_PROGRAM = """# Stepper
+Walks through many steps in Python, then tells the user it resumed.
+
+## Python playbooks
+
+```python
+@playbook(triggers=["At the beginning"])
+async def Main():
+{body}    await Say("user", "resumed")
+    return "done"
+```
+"""
+
+
+def write_program(folder: Path, n: int, kind: str = "llm") -> tuple[Path, Path]:
     """The program and its one recorded response; returns (program, replay file)."""
     folder.mkdir(parents=True, exist_ok=True)
     program = folder / "stepper.pb"
-    program.write_text(PROGRAM)
+    if kind == "python":
+        program.write_text(PYTHON_PROGRAM.format(body='    await Step("Main:01")\n' * n))
+    else:
+        program.write_text(PROGRAM)
     code = 'await Step("Main:01")\n' * n + 'await Say("user", "resumed")\nawait Return("done")\n'
     replay = folder / "stepper.replay.jsonl"
     entry = {"call": 0, "playbook": "Main", "response": f"```python\n{code}```"}
@@ -65,9 +89,9 @@ def write_program(folder: Path, n: int) -> tuple[Path, Path]:
     return program, replay
 
 
-def build(folder: Path, n: int) -> tuple[Path, str]:
+def build(folder: Path, n: int, kind: str = "llm") -> tuple[Path, str]:
     """An execution interrupted right after checkpoint ``n``: (program, execution id)."""
-    program, _ = write_program(folder, n)
+    program, _ = write_program(folder, n, kind)
     done = subprocess.run(
         [str(PLAYBOOKS_BIN), "run", str(program), "--json"],
         cwd=folder,
@@ -142,48 +166,55 @@ def time_in_process(folder: Path, execution_id: str, n: int) -> tuple[float, flo
 
 def run(quick: bool) -> list[Row]:
     count = reps(quick)
+    rows: list[Row] = []
+    with temp_dir() as tmp:
+        for kind in KINDS:
+            rows += _kind(tmp / kind, kind, count)
+    return rows
+
+
+def _kind(tmp: Path, kind: str, count: int) -> list[Row]:
     process: dict[int, Sample] = {}
     inproc: dict[int, Sample] = {}
     rows: list[Row] = []
-    with temp_dir() as tmp:
-        for n in SIZES:
-            folder = tmp / f"n{n}"
-            program, execution_id = build(folder, n)
-            size = dir_size(folder / ".checkpoints")
-            wall, opens, latest = [], [], []
-            time_to_resumed_output(fresh_copy(folder, "warmup"), program, n)
-            for rep in range(count):
-                wall.append(time_to_resumed_output(fresh_copy(folder, f"a{rep}"), program, n))
-                o, g = time_in_process(fresh_copy(folder, f"b{rep}"), execution_id, n)
-                opens.append(o)
-                latest.append(g)
-            process[n] = Sample(wall)
-            inproc[n] = Sample([o + g for o, g in zip(opens, latest, strict=True)])
-            rows.append(
-                process[n]
-                .scaled(1e3)
-                .row(
-                    f"recovery: {n:,} checkpoints, process start → resumed output",
-                    "ms",
-                    note=f"execution directory {size / 1024:.0f} KiB",
-                )
+    for n in SIZES:
+        folder = tmp / f"n{n}"
+        program, execution_id = build(folder, n, kind)
+        size = dir_size(folder / ".checkpoints")
+        wall, opens, latest = [], [], []
+        time_to_resumed_output(fresh_copy(folder, "warmup"), program, n)
+        for rep in range(count):
+            wall.append(time_to_resumed_output(fresh_copy(folder, f"a{rep}"), program, n))
+            o, g = time_in_process(fresh_copy(folder, f"b{rep}"), execution_id, n)
+            opens.append(o)
+            latest.append(g)
+        process[n] = Sample(wall)
+        inproc[n] = Sample([o + g for o, g in zip(opens, latest, strict=True)])
+        rows.append(
+            process[n]
+            .scaled(1e3)
+            .row(
+                f"recovery ({kind}): {n:,} checkpoints, process start → resumed output",
+                "ms",
+                note=f"execution directory {size / 1024:.0f} KiB",
             )
-            rows.append(
-                inproc[n]
-                .scaled(1e3)
-                .row(
-                    f"recovery: {n:,} checkpoints, open() + get_latest_checkpoint()",
-                    "ms",
-                    note=f"open {Sample(opens).median * 1e3:.2f} ms, "
-                    f"get_latest_checkpoint {Sample(latest).median * 1e3:.2f} ms",
-                )
+        )
+        rows.append(
+            inproc[n]
+            .scaled(1e3)
+            .row(
+                f"recovery ({kind}): {n:,} checkpoints, open() + get_latest_checkpoint()",
+                "ms",
+                note=f"open {Sample(opens).median * 1e3:.2f} ms, "
+                f"get_latest_checkpoint {Sample(latest).median * 1e3:.2f} ms",
             )
+        )
     small, large = SIZES[0], SIZES[-1]
     for label, data in (("process", process), ("in-process", inproc)):
         growth = data[large].median / data[small].median
         rows.append(
             Row(
-                f"recovery ({label}): time at {large:,} / time at {small:,}",
+                f"recovery ({kind}, {label}): time at {large:,} / time at {small:,}",
                 growth,
                 "×",
                 target="≤ 1.5×",

@@ -13,7 +13,6 @@ through the same executor, so its awaits are journaled the same way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import sys
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from .builtins import Conversation, ProgramEnd, make_builtins
 from .executor import PlaybookReturn, StreamingPythonExecutor
 from .journal import CURRENT_CALL
 from .safety import Budget, SafetyError, check_statement, instrument, safe_builtins
+from .stream import run_stream
 
 ROOT = "main"
 #: Awaits without a timeout: the person's reply, and the built-ins (quick, local).
@@ -346,35 +346,9 @@ class Interpreter:
     async def _stream(
         self, executor: StreamingPythonExecutor, request: LLMRequest, frame_id: str, turn: int
     ) -> None:
-        """Receive and record the stream in its own task, so that it keeps arriving
-        (and becomes durable) while the code runs, nested playbook calls included:
-        a crash deep in a callee then cuts no stream of its callers."""
-        queue: asyncio.Queue = asyncio.Queue()
-        manager = self.manager
-
-        async def receive() -> None:
-            try:
-                async for chunk in self.llm.stream(request):
-                    if manager is not None:
-                        manager.record_text(frame_id, turn, chunk)
-                    queue.put_nowait(chunk)
-                if manager is not None:
-                    manager.record_text(frame_id, turn, "", done=True)
-                queue.put_nowait(None)
-            except LLMError as error:
-                queue.put_nowait(error)
-
-        if manager is not None:
-            manager.barrier()  # sending a request is an effect: what led to it is on disk
-        task = asyncio.create_task(receive())
         try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, LLMError):
-                    raise ProgramFailed(str(item))
-                await executor.add_chunk(item)
-            await executor.finalize()
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await run_stream(
+                self.llm, request, executor, manager=self.manager, frame_id=frame_id, turn=turn
+            )
+        except LLMError as error:
+            raise ProgramFailed(str(error)) from None

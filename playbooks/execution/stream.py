@@ -1,0 +1,85 @@
+"""One turn's LLM stream: received in its own task, recorded in batches.
+
+Receiving does not wait for the code: while a statement runs (a nested
+playbook call may take minutes), the rest of the response keeps arriving and
+is written to the log, so a crash deep in a callee cuts no stream of its
+callers. Text is written in batches, never after the code that came from it
+has run: the consumer flushes what has arrived before it executes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from ..llm import LLMError, LLMRequest
+from .executor import StreamingPythonExecutor
+
+BATCH = 2048  # characters of text held back at most while the code is busy
+
+
+class _Recorder:
+    def __init__(self, manager: Any, frame_id: str, turn: int) -> None:
+        self.manager, self.frame_id, self.turn = manager, frame_id, turn
+        self.pending: list[str] = []
+        self.size = 0
+
+    def add(self, chunk: str) -> None:
+        self.pending.append(chunk)
+        self.size += len(chunk)
+        if self.size >= BATCH:
+            self.flush()
+
+    def flush(self, *, done: bool = False) -> None:
+        if self.manager is not None and (self.pending or done):
+            self.manager.record_text(self.frame_id, self.turn, "".join(self.pending), done=done)
+        self.pending, self.size = [], 0
+
+
+async def run_stream(
+    llm: Any,
+    request: LLMRequest,
+    executor: StreamingPythonExecutor,
+    *,
+    manager: Any,
+    frame_id: str,
+    turn: int,
+) -> None:
+    """Stream ``request`` into ``executor``; LLMError is raised as it came."""
+    queue: asyncio.Queue = asyncio.Queue()
+    recorder = _Recorder(manager, frame_id, turn)
+
+    async def receive() -> None:
+        try:
+            async for chunk in llm.stream(request):
+                recorder.add(chunk)
+                queue.put_nowait(chunk)
+            recorder.flush(done=True)
+            queue.put_nowait(None)
+        except LLMError as error:
+            queue.put_nowait(error)
+
+    if manager is not None:
+        manager.barrier()  # a request is an effect: what led to it is on disk first
+    task = asyncio.create_task(receive())
+    try:
+        while True:
+            items = [await queue.get()]
+            while not queue.empty() and isinstance(items[-1], str):
+                items.append(queue.get_nowait())  # take all that arrived: one record
+            text = "".join(i for i in items if isinstance(i, str))
+            if text:
+                recorder.flush()
+                await executor.add_chunk(text)
+            last = items[-1]
+            if isinstance(last, LLMError):
+                raise last
+            if last is None:
+                break
+        await executor.finalize()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
