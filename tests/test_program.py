@@ -152,17 +152,30 @@ def test_durability_off_writes_no_files(tmp_path: Path, capsys) -> None:
 
 
 # -- the scripted server, over real HTTP through litellm ----------------------
-def run_scripted(
-    tmp_path: Path, script: dict, *extra: str, max_llm_calls: int = 6, chunk_size: int = 3
+def run_bot(
+    tmp_path: Path,
+    script: dict,
+    *extra: str,
+    body: str = "",
+    max_llm_calls: int = 6,
+    chunk_size: int = 3,
+    **safety: str,
 ):
+    """Run a one-playbook program against the scripted server: (exit code, requests)."""
     with ScriptedLLMServer(ScriptResponder(script), chunk_size=chunk_size) as server:
         config = write_config(
             tmp_path / "playbooks.toml", api_base=server.url, max_llm_calls=max_llm_calls
         )
-        program = tmp_path / "p.pb"
+        if safety:
+            config.write_text(
+                config.read_text()
+                + "[safety]\n"
+                + "".join(f"{k} = {v}\n" for k, v in safety.items())
+            )
+        program = tmp_path / "bot.pb"
         program.write_text(
             "# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n"
-            "### Steps\n- Talk\n- Return\n"
+            "### Steps\n- Work\n- Return\n" + body
         )
         code = main(["run", str(program), "--config", str(config), "--json", *extra])
         return code, len(server.requests)
@@ -176,7 +189,7 @@ def test_every_say_is_shown_in_full(tmp_path: Path, capsys) -> None:
             "await Return(1)\n```\n"
         ]
     }
-    code, requests = run_scripted(tmp_path, script)
+    code, requests = run_bot(tmp_path, script)
     assert code == 0 and requests == 1
     assert says(capsys.readouterr().out) == ["first", long]
 
@@ -197,7 +210,7 @@ def test_a_broken_response_is_reported_and_the_model_tries_again(
             '```python\nawait Say("user", "fixed")\nawait Return(2)\n```\n',
         ]
     }
-    code, requests = run_scripted(tmp_path, script)
+    code, requests = run_bot(tmp_path, script)
     captured = capsys.readouterr()
     assert code == 0 and requests == 2
     errors = [e for e in events(captured.out) if e["event"] == "code_error"]
@@ -210,7 +223,7 @@ def test_a_broken_response_is_reported_and_the_model_tries_again(
 
 def test_a_response_that_never_returns_ends_with_a_clear_message(tmp_path: Path, capsys) -> None:
     turn = '```python\nawait Say("user", "still thinking")\n```\n'
-    code, requests = run_scripted(tmp_path, {"Main": [turn] * 5}, max_llm_calls=3)
+    code, requests = run_bot(tmp_path, {"Main": [turn] * 5}, max_llm_calls=3)
     captured = capsys.readouterr()
     assert code == 1 and requests == 3
     assert "did not finish within max_llm_calls = 3" in captured.err
@@ -224,7 +237,7 @@ def test_running_out_of_replies_ends_with_a_clear_message(
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     turn = '```python\n$a = await Yld("user")\n$b = await Yld("user")\nawait Return($a + $b)\n```\n'
-    code, _ = run_scripted(tmp_path, {"Main": [turn]}, "--message", "only one")
+    code, _ = run_bot(tmp_path, {"Main": [turn]}, "--message", "only one")
     captured = capsys.readouterr()
     assert code == 1
     assert "no --message values are left and stdin is closed" in captured.err
@@ -337,24 +350,6 @@ def test_executions_list_show_rm(tmp_path: Path, capsys) -> None:
 
 
 # -- generated code that breaks the rules goes back to the model ----------------
-def run_bot(tmp_path: Path, script: dict, body: str = "", **config_extra: str):
-    with ScriptedLLMServer(ScriptResponder(script), chunk_size=16) as server:
-        config = write_config(tmp_path / "playbooks.toml", api_base=server.url)
-        if config_extra:
-            config.write_text(
-                config.read_text()
-                + "[safety]\n"
-                + "".join(f"{k} = {v}\n" for k, v in config_extra.items())
-            )
-        program = tmp_path / "bot.pb"
-        program.write_text(
-            "# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n"
-            "### Steps\n- Work\n- Return\n" + body
-        )
-        code = main(["run", str(program), "--config", str(config), "--json"])
-        return code, len(server.requests)
-
-
 @pytest.mark.parametrize(
     "bad, expected",
     [
@@ -388,7 +383,7 @@ def test_a_slow_await_times_out_and_the_model_is_told(tmp_path: Path, capsys) ->
         "    await asyncio.sleep(30)\n```\n"
     )
     script = {"Main": ["```python\nawait slow()\n```\n", "```python\nawait Return(1)\n```\n"]}
-    code, _ = run_bot(tmp_path, script, body, statement_timeout="0.2")
+    code, _ = run_bot(tmp_path, script, body=body, statement_timeout="0.2")
     errors = [e["message"] for e in events(capsys.readouterr().out) if e["event"] == "code_error"]
     assert code == 0 and len(errors) == 1 and "TimeoutError" in errors[0]
 

@@ -206,23 +206,33 @@ class Interpreter:
                 return await awaitable
         return await asyncio.wait_for(awaitable, self.limits.statement_timeout)
 
-    # -- Python playbooks ----------------------------------------------------
-    async def _run_python(
-        self, spec: PlaybookSpec, frame_id: str, variables: dict, stored: Any
-    ) -> Any:
-        namespace = self._namespace(frame_id, generated=False)
-        executor = StreamingPythonExecutor(
+    def _executor(
+        self, frame_id: str, namespace: dict, variables: dict, **options: Any
+    ) -> StreamingPythonExecutor:
+        """An executor for one frame; the text is recorded by the caller (or is the program)."""
+        return StreamingPythonExecutor(
             None,
             namespace=namespace,
             variables=variables,
             checkpoint_manager=self.manager,
             frame_id=frame_id,
-            filename=self.program_path,
-            line_offset=spec.body_line - 1,
-            python_body=True,
             around=self._around,
             record_text=False,
             pure=PURE,
+            **options,
+        )
+
+    # -- Python playbooks ----------------------------------------------------
+    async def _run_python(
+        self, spec: PlaybookSpec, frame_id: str, variables: dict, stored: Any
+    ) -> Any:
+        executor = self._executor(
+            frame_id,
+            self._namespace(frame_id, generated=False),
+            variables,
+            filename=self.program_path,
+            line_offset=spec.body_line - 1,
+            python_body=True,
         )
         cursor = stored.cursor if stored is not None else 0
         try:
@@ -246,17 +256,8 @@ class Interpreter:
         resuming = stored is not None and turn < len(stored.texts)
         while True:
             namespace = dict(provided)
-            executor = StreamingPythonExecutor(
-                None,
-                namespace=namespace,
-                variables=variables,
-                checkpoint_manager=self.manager,
-                frame_id=frame_id,
-                turn=turn,
-                checker=self._checker(namespace),
-                around=self._around,
-                record_text=False,  # _stream records the text as it arrives
-                pure=PURE,
+            executor = self._executor(
+                frame_id, namespace, variables, turn=turn, checker=self._checker(namespace)
             )
             try:
                 if resuming:
