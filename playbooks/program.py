@@ -61,19 +61,30 @@ def provider_for(config: Config) -> FilesystemCheckpointProvider:
 
 
 def find_unfinished(provider: FilesystemCheckpointProvider, program_path: str) -> str | None:
-    """The newest execution of this program that has not ended."""
-    best: tuple[float, str] | None = None
+    """The newest execution of this program that has not ended.
+
+    ``meta.json`` is a cache of the log's status; a kill between the two writes
+    can leave it saying "running" for an execution whose log says it ended,
+    so the log has the last word (and the cache is mended)."""
+    candidates: list[tuple[float, str, dict]] = []
     for execution_id in provider.list_executions():
         try:
             meta = provider.read_meta(execution_id)
         except logmod.StorageError:
             continue
-        if not meta or meta.get("program") != program_path or meta.get("status") != "running":
-            continue
-        created = float(meta.get("created", 0))
-        if best is None or created > best[0]:
-            best = (created, execution_id)
-    return best[1] if best else None
+        if meta and meta.get("program") == program_path and meta.get("status") == "running":
+            candidates.append((float(meta.get("created", 0)), execution_id, meta))
+    for _, execution_id, meta in sorted(candidates, reverse=True):
+        try:
+            state = CheckpointManager(execution_id, provider).read_state()
+        except logmod.StorageError:
+            return execution_id  # unreadable: let the resume say so
+        if state is None or state.status == "running":
+            return execution_id
+        log = provider.open_log(execution_id, create=False)
+        log.write_meta({**meta, "status": state.status})
+        log.close()
+    return None
 
 
 def where(state: Any) -> str:

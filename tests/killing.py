@@ -144,9 +144,21 @@ class Trial:
         self.lives.append(life)
         return life
 
+    def finished(self) -> Life | None:
+        """The life that ran the program to its end, if one did. A kill that lands
+        after the end was shown (while the process tidies up) needs no rerun:
+        a rerun would start the program again."""
+        for life in self.lives:
+            if any(e["event"] == "end" and e.get("status") == "finished" for e in life.events):
+                return life
+        return None
+
     def finish(self, max_lives: int = 4) -> Life:
         """Rerun (no kill) until the program ends."""
         for _ in range(max_lives):
+            done = self.finished()
+            if done is not None:
+                return done
             life = self.live()
             if life.code != -signal.SIGKILL:
                 return life

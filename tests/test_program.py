@@ -493,3 +493,32 @@ def test_variables_set_after_the_last_await_of_a_turn_survive_a_kill(tmp_path: P
         done = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert says(done.stdout) == ["x is 42"]
+
+
+def test_a_kill_after_the_end_is_recorded_does_not_block_the_next_run(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "playbooks.toml")
+    cmd = [
+        sys.executable,
+        "-m",
+        "playbooks.cli",
+        "run",
+        str(EXAMPLES / "hello.pb"),
+        "--config",
+        str(config),
+        "--json",
+        "--model",
+        f"replay:{EXAMPLES / 'hello'}.replay.jsonl",
+    ]
+    killed = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env=child_env({"PLAYBOOKS_CRASH_AT": "status:1:after"}),
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -9
+    assert events(killed.stdout)[-1]["status"] == "finished"  # the end was shown before the kill
+    again = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert events(again.stdout)[0]["event"] == "start"  # a new execution, not a refusal
+    assert events(again.stdout)[0]["execution_id"] != events(killed.stdout)[0]["execution_id"]
