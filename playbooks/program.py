@@ -7,7 +7,6 @@ Exit codes: 0 finished, 1 the program failed, 2 bad input or usage,
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import secrets
 import sys
@@ -280,7 +279,3 @@ class Runner:
         human.emit({"event": "end", "status": "finished", "result": result})
         self._finish("finished")
         return OK
-
-
-def environment_note() -> str:
-    return f"python {sys.version.split()[0]} on {os.uname().sysname}"

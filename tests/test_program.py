@@ -522,3 +522,21 @@ def test_a_kill_after_the_end_is_recorded_does_not_block_the_next_run(tmp_path: 
     assert again.returncode == 0, again.stderr
     assert events(again.stdout)[0]["event"] == "start"  # a new execution, not a refusal
     assert events(again.stdout)[0]["execution_id"] != events(killed.stdout)[0]["execution_id"]
+
+
+def test_executions_gc_reports_what_it_did(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path / "playbooks.toml")
+    main(
+        [
+            "run",
+            str(EXAMPLES / "hello.pb"),
+            "--config",
+            str(config),
+            "--model",
+            f"replay:{EXAMPLES / 'hello'}.replay.jsonl",
+        ]
+    )
+    capsys.readouterr()
+    assert main(["executions", "--config", str(config), "gc"]) == 0
+    counts = dict(item.split("=") for item in capsys.readouterr().out.split())
+    assert counts["executions"] == "1" and counts["skipped_damaged"] == "0"

@@ -78,10 +78,6 @@ def decode_error(data: dict) -> BaseException:
     return RuntimeError(f"{data.get('type', 'Error')}: {message}")
 
 
-class RecordedError(Exception):
-    pass
-
-
 class CheckpointManager:
     """Durable journal and checkpoints of one execution."""
 
