@@ -23,49 +23,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    # options that run and resume share
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--model", help="litellm model id, or replay:FILE to replay recorded responses"
+    )
+    common.add_argument(
+        "--message",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="the person's next reply (repeat for several, used in order; "
+        "on a resume, give the same list as the first run)",
+    )
+    common.add_argument("--json", action="store_true", help="print one JSON event per line")
+    common.add_argument(
+        "--config", metavar="FILE", help="configuration file (default ./playbooks.toml)"
+    )
+    common.add_argument("--force", action="store_true", help="resume even if the program changed")
+
     run = sub.add_parser(
         "run",
+        parents=[common],
         help="run a program (resumes its unfinished execution)",
         description="Run PROGRAM.pb. With durability on, an unfinished "
         "execution of the same program is resumed unless --fresh is given.",
     )
     run.add_argument("program", metavar="PROGRAM.pb")
-    run.add_argument(
-        "--model", help="litellm model id, or replay:FILE to replay recorded responses"
-    )
-    run.add_argument(
-        "--message",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="the person's next reply (repeat for several, used in order)",
-    )
-    run.add_argument("--json", action="store_true", help="print one JSON event per line")
     run.add_argument("--fresh", action="store_true", help="start a new execution")
     run.add_argument("--execution-id", metavar="ID", help="the execution to start or resume")
-    run.add_argument(
-        "--config", metavar="FILE", help="configuration file (default ./playbooks.toml)"
-    )
     run.add_argument("--record", metavar="FILE", help="record every LLM response to FILE (JSONL)")
-    run.add_argument("--force", action="store_true", help="resume even if the program changed")
 
     resume = sub.add_parser(
         "resume",
+        parents=[common],
         help="resume an execution by id",
         description="Resume the unfinished execution ID.",
     )
     resume.add_argument("execution_id", metavar="EXECUTION_ID")
-    resume.add_argument("--json", action="store_true", help="print one JSON event per line")
-    resume.add_argument(
-        "--message",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="the person's replies, in order (the same list as the first run)",
-    )
-    resume.add_argument("--model", help="litellm model id, or replay:FILE")
-    resume.add_argument("--config", metavar="FILE", help="configuration file")
-    resume.add_argument("--force", action="store_true", help="resume even if the program changed")
 
     ex = sub.add_parser(
         "executions",

@@ -163,35 +163,23 @@ class Runner:
             manager.record_program(program=path, hash=program.source_hash, created=time.time())
             self.note(f"execution {execution_id}")
             human.emit({"event": "start", "execution_id": execution_id})
-        manager.write_meta(
-            {
-                "execution_id": execution_id,
-                "program": path,
-                "hash": program.source_hash,
-                "status": "running",
-                "created": state.program.get("created", time.time()),
-                "updated": time.time(),
-            }
-        )
+        self._write_meta("running")
         human.consumed = state.consumed
+
+    def _write_meta(self, status: str, message: str = "") -> None:
+        """meta.json: a cache of the log's program and status, for listing executions."""
+        assert self.manager is not None
+        program = self.manager.open().program
+        meta = {"execution_id": self.manager.execution_id, "status": status, "message": message}
+        meta.update({k: program.get(k) for k in ("program", "hash", "created")})
+        self.manager.write_meta(meta | {"updated": time.time()})
 
     def _finish(self, status: str, message: str = "") -> None:
         if self.manager is None:
             return
-        state = self.manager.open()
         if status != "running":
             self.manager.record_status(status, message)
-        self.manager.write_meta(
-            {
-                "execution_id": self.manager.execution_id,
-                "program": state.program.get("program"),
-                "hash": state.program.get("hash"),
-                "status": status,
-                "created": state.program.get("created"),
-                "updated": time.time(),
-                "message": message,
-            }
-        )
+        self._write_meta(status, message)
         self.manager.close()
 
     def _code_error(self, human: Human, event: dict) -> None:

@@ -181,6 +181,12 @@ def run_bot(
         return code, len(server.requests)
 
 
+def bad_then_fixed(bad: str, said: str) -> dict:
+    """A script whose first turn is ``bad`` code and whose second says ``said`` and returns."""
+    fixed = f'```python\nawait Say("user", "{said}")\nawait Return(1)\n```\n'
+    return {"Main": [f"```python\n{bad}```\n", fixed]}
+
+
 def test_every_say_is_shown_in_full(tmp_path: Path, capsys) -> None:
     long = "A long message, streamed three characters at a time: " + "lorem ipsum " * 40
     script = {
@@ -204,13 +210,7 @@ def test_every_say_is_shown_in_full(tmp_path: Path, capsys) -> None:
 def test_a_broken_response_is_reported_and_the_model_tries_again(
     tmp_path: Path, capsys, broken, expected
 ) -> None:
-    script = {
-        "Main": [
-            f"```python\n{broken}```\n",
-            '```python\nawait Say("user", "fixed")\nawait Return(2)\n```\n',
-        ]
-    }
-    code, requests = run_bot(tmp_path, script)
+    code, requests = run_bot(tmp_path, bad_then_fixed(broken, "fixed"))
     captured = capsys.readouterr()
     assert code == 0 and requests == 2
     errors = [e for e in events(captured.out) if e["event"] == "code_error"]
@@ -363,13 +363,7 @@ def test_executions_list_show_rm(tmp_path: Path, capsys) -> None:
 def test_rule_breaking_code_is_reported_and_the_run_survives(
     tmp_path: Path, capsys, bad, expected
 ) -> None:
-    script = {
-        "Main": [
-            f"```python\n{bad}```\n",
-            '```python\nawait Say("user", "ok")\nawait Return(1)\n```\n',
-        ]
-    }
-    code, requests = run_bot(tmp_path, script, loop_budget="100000")
+    code, requests = run_bot(tmp_path, bad_then_fixed(bad, "ok"), loop_budget="100000")
     out = capsys.readouterr().out
     assert code == 0 and requests == 2
     errors = [e["message"] for e in events(out) if e["event"] == "code_error"]
