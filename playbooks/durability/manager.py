@@ -30,13 +30,15 @@ logger = logging.getLogger("playbooks.durability")
 
 def _crash_plan() -> tuple[str, int, str] | None:
     """``PLAYBOOKS_CRASH_AT=KIND:N[:before]``: SIGKILL this process at the N-th
-    record of KIND (await, text, ckpt, turn, end) written in this life. Crash
-    tests use it to kill a real process at an exact point; unset, it costs nothing."""
+    record of KIND (await, text, ckpt, turn, end) written in this life, or just
+    before its N-th effect (``effect:N``: a call that may have effects, an LLM
+    request, a message, the wait for a reply). Crash tests use it to kill a real
+    process at an exact point; unset, it costs nothing."""
     spec = os.environ.get("PLAYBOOKS_CRASH_AT")
     if not spec:
         return None
     kind, number, *phase = spec.split(":")
-    return kind, int(number), (phase[0] if phase else "after")
+    return kind, int(number), (phase[0] if phase else ("before" if kind == "effect" else "after"))
 
 
 _CRASH = _crash_plan()
@@ -142,6 +144,12 @@ class CheckpointManager:
         if self._unsynced and self._log is not None:
             self._log.sync()
         self._unsynced = False
+
+    def before_effect(self) -> None:
+        """An effect is about to happen: everything it may depend on goes to disk."""
+        self.barrier()
+        if _CRASH is not None:
+            _crash_point("effect", "before")
 
     def close(self) -> None:
         if self._log is not None:

@@ -109,7 +109,7 @@ class StreamingPythonExecutor:
         self._known_response: str | None = None
         self._recorded = 0  # characters of the response already durable
         self._recorded_done = False
-        barrier = checkpoint_manager.barrier if checkpoint_manager is not None else None
+        barrier = checkpoint_manager.before_effect if checkpoint_manager is not None else None
         self.journal = Journal(
             frame_id,
             lookup=self._lookup,

@@ -61,7 +61,7 @@ async def run_stream(
             queue.put_nowait(error)
 
     if manager is not None:
-        manager.barrier()  # a request is an effect: what led to it is on disk first
+        manager.before_effect()  # a request is an effect: what led to it is on disk first
     task = asyncio.create_task(receive())
     try:
         while True:
