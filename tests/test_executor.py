@@ -228,8 +228,8 @@ async def test_awaits_inside_compound_statements_are_journaled_and_replayed(tmp_
     m1.close()
 
     ckpt = await manager(tmp_path).get_latest_checkpoint()
-    # `$total = 0` awaited nothing, so no checkpoint followed it: it simply runs again
-    assert ckpt["metadata"]["cursor"]["statement"] == 0
+    # every top-level statement is checkpointed, `$total = 0` included
+    assert ckpt["metadata"]["cursor"]["statement"] == 1
     assert sorted(ckpt["metadata"]["cursor"]["awaits"]) == [f"0.1.{q}" for q in range(8)]
     again = Recorder()
     ex2 = await StreamingPythonExecutor.resume_from_checkpoint(

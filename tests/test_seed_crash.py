@@ -15,7 +15,7 @@ from seed_child import CODE
 from playbooks import CheckpointManager, FilesystemCheckpointProvider, StreamingPythonExecutor
 
 
-@pytest.mark.parametrize("crash_at", ["await:1:after", "ckpt:1:after", "text:3:after"])
+@pytest.mark.parametrize("crash_at", ["await:1:after", "ckpt:2:after", "text:3:after"])
 async def test_seed_scenario_survives_a_kill(tmp_path: Path, crash_at: str) -> None:
     child = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("seed_child.py")), str(tmp_path)],

@@ -14,7 +14,6 @@ disk before the effect, and pure steps in between cost no fsync at all.
 
 from __future__ import annotations
 
-import builtins
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 from . import log as logmod
 from . import serialization
+from .errors import decode_error, encode_error
 from .provider import FilesystemCheckpointProvider
 from .state import ExecutionState, FrameState, call_key
 
@@ -61,23 +61,6 @@ Key = tuple[int, int, int]
 
 def is_runtime_name(name: str) -> bool:
     return name.startswith("__")
-
-
-def encode_error(error: BaseException) -> dict:
-    cls = type(error)
-    return {"type": cls.__name__, "module": cls.__module__, "message": str(error)}
-
-
-def decode_error(data: dict) -> BaseException:
-    """Rebuild a recorded error: builtin exception types come back as themselves."""
-    cls = getattr(builtins, data.get("type", ""), None)
-    message = data.get("message", "")
-    if data.get("module") == "builtins" and isinstance(cls, type) and issubclass(cls, Exception):
-        try:
-            return cls(message)
-        except Exception:  # exotic constructor signatures
-            pass
-    return RuntimeError(f"{data.get('type', 'Error')}: {message}")
 
 
 class CheckpointManager:
@@ -214,20 +197,25 @@ class CheckpointManager:
             record["done"] = True
         self._append(record)
 
-    def lookup(self, frame_id: str, key: Key) -> Any:
-        """The recorded outcome of an await as ``(value, error)``, or None."""
+    def lookup(self, frame_id: str, key: Key) -> dict | None:
+        """The raw record of an await's outcome (``ok`` or ``err``, ``c``, ``d``), or None."""
         frame = self.open().frames.get(frame_id)
         if frame is None:
             return None
-        entry = frame.journal.get(call_key(*key))
-        if entry is None:
-            return None
-        if "err" in entry:
-            return None, decode_error(entry["err"])
-        return self.decode(entry.get("ok")), None
+        return frame.journal.get(call_key(*key))
+
+    def decode_error(self, data: dict, resolve: Any = None) -> BaseException:
+        return decode_error(data, resolve=resolve, **self.provider.codec())
 
     def record_await(
-        self, frame_id: str, key: Key, value: Any, error: BaseException | None, events: dict
+        self,
+        frame_id: str,
+        key: Key,
+        value: Any,
+        error: BaseException | None,
+        events: dict,
+        callee: str | None = None,
+        digest: str | None = None,
     ) -> None:
         record: dict[str, Any] = {
             "k": "await",
@@ -236,8 +224,12 @@ class CheckpointManager:
             "i": key[1],
             "q": key[2],
         }
+        if callee is not None:
+            record["c"] = callee
+        if digest:
+            record["d"] = digest
         if error is not None:
-            record["err"] = encode_error(error)
+            record["err"] = encode_error(error, **self.provider.codec())
         else:
             record["ok"] = self._encode(value, f"result of {frame_id}/{call_key(*key)}")
         if events:
@@ -252,7 +244,8 @@ class CheckpointManager:
         cursor: int,
         statement: str,
         variables: dict[str, Any],
-        position: tuple[int, int] | None = None,
+        position: tuple[int, ...] | None = None,
+        definitions: list[str] | None = None,
     ) -> str:
         """A top-level statement finished: store what changed in its variables."""
         state = self.open()
@@ -285,6 +278,8 @@ class CheckpointManager:
         }
         if position is not None:
             record["pos"] = list(position)
+        if definitions:
+            record["defs"] = definitions
         self._append(record)
         assert self._log is not None
         if self._log.should_snapshot():
@@ -299,7 +294,7 @@ class CheckpointManager:
     ) -> None:
         record: dict[str, Any] = {"k": "end", "f": frame_id}
         if error is not None:
-            record["err"] = encode_error(error)
+            record["err"] = encode_error(error, **self.provider.codec())
         else:
             record["ok"] = self._encode(value, f"return value of {frame_id}")
         self._append(record)
@@ -399,6 +394,7 @@ def checkpoint_view(state: ExecutionState, execution_id: str, **codec: Any) -> d
         "statement": frame.cursor,
         "position": frame.pos,
         "awaits": dict(frame.journal),
+        "definitions": list(frame.defs),
     }
     return {
         "checkpoint_id": f"{execution_id}_ckpt_{state.counter}",

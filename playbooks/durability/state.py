@@ -28,7 +28,7 @@ from . import serialization
 TRANSCRIPT_KEEP = 500
 
 
-def call_key(turn: int, statement: int, seq: int) -> str:
+def call_key(turn: int, statement: int, seq: int | str) -> str:
     return f"{turn}.{statement}.{seq}"
 
 
@@ -45,7 +45,8 @@ class FrameState:
     observations: list[str] = field(default_factory=list)
     calls: list[int] = field(default_factory=list)  # the execution-wide LLM call index of each turn
     cursor: int = 0
-    pos: list[int] | None = None  # (line, col) where the statement before the cursor ends
+    pos: list[int] | None = None  # end line, end col, start line of the statement before the cursor
+    defs: list[str] = field(default_factory=list)  # imports/defs/classes the code ran, in order
     journal: dict[str, dict] = field(default_factory=dict)
     vars: dict[str, Any] = field(default_factory=dict)
     executed: list[str] = field(default_factory=list)
@@ -136,7 +137,7 @@ class ExecutionState:
     def _on_await(self, r: dict) -> None:
         frame = self._frame(r)
         key = call_key(r["t"], r["i"], r["q"])
-        frame.journal[key] = {k: r[k] for k in ("ok", "err") if k in r}
+        frame.journal[key] = {k: r[k] for k in ("ok", "err", "c", "d") if k in r}
         self.frames.pop(f"{frame.id}/{key}", None)  # the callee's result now lives here
         ev = r.get("ev")
         if ev:
@@ -158,6 +159,7 @@ class ExecutionState:
         frame.turn = t
         frame.cursor = i
         frame.pos = r.get("pos")
+        frame.defs.extend(r.get("defs", ()))
         prefix = f"{t}."
         frame.journal = {
             k: v
@@ -184,6 +186,7 @@ class ExecutionState:
         frame.result = {k: r[k] for k in ("ok", "err") if k in r}
         frame.journal = {}
         frame.vars = {}
+        frame.defs = []
 
     def _on_put(self, r: dict) -> None:
         """A whole checkpoint stored through the saver protocol: not runtime state."""

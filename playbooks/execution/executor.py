@@ -1,11 +1,13 @@
 """StreamingPythonExecutor: runs model-written code while it streams in.
 
 Each top-level statement runs as soon as the splitter proves it complete.
-Every await inside it goes through the frame's :class:`Journal`, and after a
-statement that awaited, a checkpoint records what its variables became. On
-resume the executor is re-entered at the first unfinished statement of the
-stored response (a structural index, never a text search) and the finished
-awaits of that statement replay their recorded results.
+Every await inside it goes through the frame's :class:`Journal`, and after
+each statement a checkpoint records what its variables became (durable at the
+next barrier). On resume the executor is re-entered at the first unfinished
+statement of the stored response (a structural index, never a text search)
+and the finished awaits of that statement replay their recorded results.
+Imports, ``def`` and ``class`` statements the code ran are kept as source and
+run again on resume, since functions, classes and modules are not data.
 """
 
 from __future__ import annotations
@@ -16,10 +18,21 @@ import linecache
 from collections.abc import Callable
 from typing import Any
 
-from .journal import JOURNAL_NAME, Entry, Journal, journal_awaits
+from .journal import (
+    DISPATCH,
+    JOURNAL_NAME,
+    Entry,
+    Journal,
+    enter_scope,
+    journal_awaits,
+    leave_scope,
+)
 from .splitter import Statement, StatementSplitter
 
 RETURN_NAME = "__pb_return__"
+CODE_MODULE = "__pb_code__"  # ``__name__`` of generated code: classes it defines say so
+_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_NO_CHANGE = (ast.Pass, ast.Break, ast.Continue)
 
 
 class PlaybookReturn(BaseException):
@@ -82,6 +95,7 @@ class StreamingPythonExecutor:
         variables: dict[str, Any] | None = None,
         record_text: bool = True,
         pure: frozenset[str] = frozenset(),
+        rerun: frozenset[str] = frozenset(),
     ) -> None:
         self.agent = agent
         self.namespace: dict[str, Any] = namespace if namespace is not None else {}
@@ -105,7 +119,9 @@ class StreamingPythonExecutor:
         self._skip_to: tuple[int, int] | None = None  # (line, col) of the last statement run
         self._index_base = 0
         self.position: tuple[int, int] | None = None
-        self._replay: dict[tuple[int, int, int], Entry] = {}
+        self._replay: dict[Any, dict] = {}
+        self.definitions: list[str] = []  # imports/defs/classes run so far (source)
+        self._defined: set[str] = set()  # names they bound, not data to checkpoint
         self._known_response: str | None = None
         self._recorded = 0  # characters of the response already durable
         self._recorded_done = False
@@ -117,8 +133,10 @@ class StreamingPythonExecutor:
             around=around,
             barrier=barrier,
             pure=pure,
+            rerun=rerun,
         )
-        self.namespace[JOURNAL_NAME] = self.journal
+        self.namespace[JOURNAL_NAME] = DISPATCH
+        self.namespace.setdefault("__name__", CODE_MODULE)
         if python_body:
             self.namespace[RETURN_NAME] = PlaybookReturn
 
@@ -189,18 +207,15 @@ class StreamingPythonExecutor:
             **options,
         )
         executor.namespace.update(checkpoint_data.get("namespace") or {})
-        from ..durability.manager import decode_error  # durability is below us
-        from ..durability.serialization import decode
-
+        executor.restore_definitions(cursor.get("definitions") or [])
         for key, entry in (cursor.get("awaits") or {}).items():
-            t, i, q = (int(part) for part in key.split("."))
-            if "err" in entry:
-                executor._replay[(t, i, q)] = Entry(error=decode_error(entry["err"]))
-            else:
-                executor._replay[(t, i, q)] = Entry(value=decode(entry.get("ok")))
+            executor._replay[parse_key(key)] = entry
         text = meta.get("llm_response") or ""
         await executor.resume(
-            text, cursor.get("statement", 0), done=meta.get("llm_response_complete", False)
+            text,
+            cursor.get("statement", 0),
+            done=meta.get("llm_response_complete", False),
+            position=cursor.get("position"),
         )
         return executor
 
@@ -209,16 +224,19 @@ class StreamingPythonExecutor:
     ) -> None:
         """Feed the stored ``text``, skipping the first ``statements_done`` statements.
 
-        ``position`` (line, column where the last finished statement ends) lets
-        the code before it be blanked out instead of parsed again, so a resume
-        costs the same after ten statements or ten thousand.
+        ``position`` (line and column where the last finished statement ends,
+        and the line where it starts) lets the code before it be blanked out
+        instead of parsed again, so a resume costs the same after ten
+        statements or ten thousand. The kept text starts at the first line of
+        that statement, so a statement spread over lines is never cut.
         """
         self._skip = statements_done
         self.cursor = statements_done
         self._recorded = len(text)
         self._recorded_done = done
         if position and statements_done:
-            text = self._blank_until(text, int(position[0]))
+            start = int(position[2]) if len(position) > 2 else int(position[0])
+            text = self._blank_until(text, start)
             self._skip_to = (int(position[0]), int(position[1]))
         if text:
             await self.add_chunk(text)
@@ -236,16 +254,69 @@ class StreamingPythonExecutor:
         fenced = sum(1 for h in head if h.lstrip().startswith("```")) % 2 == 1
         return ("```python" if fenced else "") + "\n" * len(head) + rest
 
-    def _lookup(self, key: tuple[int, int, int]) -> Entry | None:
-        if self.checkpoint_manager is not None:
-            found = self.checkpoint_manager.lookup(self.frame_id, key)
-            if found is not None:
-                return Entry(value=found[0], error=found[1])
-        return self._replay.get(key)
+    def restore_definitions(self, sources: list[str]) -> None:
+        """Run again the imports, defs and classes of earlier statements (after a resume)."""
+        for source in sources:
+            node = ast.parse(source).body[0]
+            self._exec_definition(node)
+            self.definitions.append(source)
 
-    def _sink(self, key, value: Any, error: BaseException | None, events: dict) -> None:
+    def inherit_definitions(self, sources: list[str]) -> None:
+        """Definitions an earlier turn of the same frame ran: already in the variables."""
+        for source in sources:
+            self._defined.update(_bound_names(ast.parse(source).body[0]))
+        self.definitions = list(sources)
+
+    def _exec_definition(self, node: ast.stmt) -> None:
+        if self.checker is not None:
+            node = self.checker(node)
+        node, _ = journal_awaits(node)
+        code = compile(
+            ast.Module(body=[node], type_ignores=[]), self.filename, "exec", dont_inherit=True
+        )
+        exec(code, self.namespace)  # noqa: S102 - code that already ran once
+        self._defined.update(_bound_names(node))
+
+    def _resolve(self, qualname: str) -> Any:
+        """A class defined by this code (an exception type being replayed)."""
+        obj: Any = self.namespace
+        for part in qualname.split("."):
+            obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+            if obj is None:
+                return None
+        return obj
+
+    def _lookup(self, key: Any) -> Entry | None:
+        raw = None
         if self.checkpoint_manager is not None:
-            self.checkpoint_manager.record_await(self.frame_id, key, value, error, events)
+            raw = self.checkpoint_manager.lookup(self.frame_id, key)
+        if raw is None:
+            raw = self._replay.get(key)
+        if raw is None:
+            return None
+        entry = Entry(callee=raw.get("c"), digest=raw.get("d"))
+        if "err" in raw:
+            if self.checkpoint_manager is not None:
+                entry.error = self.checkpoint_manager.decode_error(raw["err"], self._resolve)
+            else:
+                from ..durability.errors import decode_error  # durability is below us
+
+                entry.error = decode_error(raw["err"], resolve=self._resolve)
+        elif self.checkpoint_manager is not None:
+            entry.value = self.checkpoint_manager.decode(raw.get("ok"))
+        else:
+            from ..durability.serialization import decode
+
+            entry.value = decode(raw.get("ok"))
+        return entry
+
+    def _sink(
+        self, key, value: Any, error: BaseException | None, events: dict, callee: str, dig: str
+    ) -> None:
+        if self.checkpoint_manager is not None:
+            self.checkpoint_manager.record_await(
+                self.frame_id, key, value, error, events, callee=callee, digest=dig
+            )
 
     def _flush_text(self, *, done: bool = False) -> None:
         """Make the response text durable up to here before code from it runs."""
@@ -282,8 +353,13 @@ class StreamingPythonExecutor:
         if index < self._skip:
             return
         self._flush_text()
+        scope = self.journal.scope(self.turn, index)
+        node = statement.node
+        definition = isinstance(node, _DEFINITIONS)
+        names = _bound_names(node)
+        if definition:  # kept as the model wrote it: checks and rewrites run again on resume
+            self._pending_definition = ast.unparse(node)
         try:
-            node = statement.node
             if self.python_body:
                 node = _ReturnToRaise().visit(node)
             elif self.checker is not None:
@@ -298,25 +374,41 @@ class StreamingPythonExecutor:
                 flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
                 dont_inherit=True,
             )
-            self.journal.begin(self.turn, index)
-            result = eval(code, self.namespace)  # noqa: S307 - this is the product
-            if inspect.iscoroutine(result):
-                await result
+            token = enter_scope(scope)
+            try:
+                result = eval(code, self.namespace)  # noqa: S307 - this is the product
+                if inspect.iscoroutine(result):
+                    await result
+            finally:
+                leave_scope(token)
         except Exception as error:
             self._fail(error)
             raise
         self.cursor = index + 1
-        self.position = end
+        self.position = (end[0], end[1], statement.node.lineno)
         self.executed.append(statement.source)
-        if self.journal.seq and self.checkpoint_manager is not None:
+        if definition:
+            self._defined.update(names)
+            self.definitions.append(self._pending_definition)
+        else:
+            self._defined.difference_update(names)
+        if self.checkpoint_manager is not None and not isinstance(statement.node, _NO_CHANGE):
             self.checkpoint_manager.record_checkpoint(
                 self.frame_id,
                 turn=self.turn,
                 cursor=self.cursor,
                 statement=statement.source,
-                variables=self.variables(),
-                position=end,
+                variables=self.checkpoint_variables(),
+                position=self.position,
+                definitions=self.definitions[-1:] if definition else None,
             )
+
+    def checkpoint_variables(self) -> dict[str, Any]:
+        """The variables that are data: what imports and defs bound is run again instead."""
+        variables = self.variables()
+        for name in self._defined:
+            variables.pop(name, None)
+        return variables
 
     def end_response(self) -> None:
         """The caller stopped reading the stream (after an error): what we have is all."""
@@ -331,3 +423,22 @@ class StreamingPythonExecutor:
             lines = self.llm_response.splitlines(keepends=True)
             linecache.cache[self.filename] = (len(self.llm_response), None, lines, self.filename)
         error.response_line = response_line(error, self.filename)  # type: ignore[attr-defined]
+
+
+def parse_key(key: str) -> tuple[int, int, int | str]:
+    """``"t.i.q"`` back to a journal key (``q`` is a number, or a task/value name)."""
+    t, i, q = key.split(".", 2)
+    return int(t), int(i), (int(q) if q.isdigit() else q)
+
+
+def _bound_names(node: ast.stmt) -> set[str]:
+    """Top-level names a statement binds (for definitions: the name it defines)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).partition(".")[0] for a in node.names}
+    names: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+            names.add(sub.id)
+    return names

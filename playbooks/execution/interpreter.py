@@ -32,6 +32,8 @@ ROOT = "main"
 UNTIMED = frozenset({"Yld", "Step", "Say", "Return", "Var", "Artifact", "EndProgram"})
 #: Built-ins with no effect outside the process: no fsync is needed before them.
 PURE = frozenset({"Step", "Return", "Var", "Artifact"})
+#: Built-ins that bind names: run again on replay so the binding is not lost.
+RERUN = frozenset({"Var", "Artifact"})
 
 
 class ProgramFailed(BaseException):
@@ -142,9 +144,7 @@ class Interpreter:
             stored = self.manager.frame(frame_id)
             if stored is not None and stored.result is not None:
                 if "err" in stored.result:
-                    from ..durability.manager import decode_error
-
-                    raise decode_error(stored.result["err"])
+                    raise self.manager.decode_error(stored.result["err"])
                 return self.manager.decode(stored.result.get("ok"))
             if stored is None:
                 self.manager.record_frame(
@@ -219,6 +219,7 @@ class Interpreter:
             around=self._around,
             record_text=False,
             pure=PURE,
+            rerun=RERUN,
             **options,
         )
 
@@ -235,6 +236,8 @@ class Interpreter:
             python_body=True,
         )
         cursor = stored.cursor if stored is not None else 0
+        if stored is not None:
+            executor.restore_definitions(stored.defs)
         try:
             position = stored.pos if stored is not None else None
             await executor.resume(spec.body_source, cursor, done=True, position=position)
@@ -254,11 +257,16 @@ class Interpreter:
                 obs = stored.observations[t] if t < len(stored.observations) else ""
                 history.append((stored.text(t), obs))
         resuming = stored is not None and turn < len(stored.texts)
+        definitions: list[str] = []
         while True:
             namespace = dict(provided)
             executor = self._executor(
                 frame_id, namespace, variables, turn=turn, checker=self._checker(namespace)
             )
+            if stored is not None and not definitions:
+                executor.restore_definitions(stored.defs)
+            else:
+                executor.inherit_definitions(definitions)
             try:
                 if resuming:
                     assert stored is not None
@@ -287,16 +295,17 @@ class Interpreter:
                 )
             resuming = False
             variables = executor.variables()
+            definitions = executor.definitions
             if self.manager is not None:
-                # statements after the turn's last await changed variables too
-                self.manager.record_checkpoint(
-                    frame_id,
-                    turn=turn,
-                    cursor=executor.cursor,
-                    statement="",
-                    variables=variables,
-                    position=executor.position,
-                )
+                if executor.error is not None:  # the failed statement may have changed some
+                    self.manager.record_checkpoint(
+                        frame_id,
+                        turn=turn,
+                        cursor=executor.cursor,
+                        statement="",
+                        variables=executor.checkpoint_variables(),
+                        position=executor.position,
+                    )
                 self.manager.record_observation(frame_id, turn, outcome)
             history.append((executor.llm_response, outcome))
             turn += 1

@@ -1,24 +1,37 @@
 """Journaling of awaited calls in generated code.
 
-Every ``await E`` in a statement is rewritten so that, before ``E`` is even
-evaluated, the journal is asked whether this await (identified by turn,
-statement index and sequence number within the statement) already completed
-in an earlier life of the process. If it did, its recorded result is returned
-and ``E`` never runs; otherwise ``E`` runs and its outcome is written durably
-before the code goes on. Sequence numbers are given in the order awaits are
-*reached*, which is deterministic once earlier awaits replay their results.
+Every ``await E`` in a statement is rewritten to go through the journal:
+``await f(a, b)`` becomes ``await __pb_j__.call(f, a, b)`` and any other
+``await x`` becomes ``await __pb_j__.wait(x)``. The callee and its arguments
+are always evaluated (their side effects happen in every life); only the call
+itself is skipped when the journal already holds its outcome. Each record
+carries the callee's name and a digest of its arguments, and a replay that
+reaches a different call at the same key stops with :class:`ReplayDivergence`
+instead of handing the record to the wrong call.
+
+Keys are ``(turn, statement, seq)``. Inside a statement ``seq`` counts the
+awaits in the order they are reached, which is deterministic once earlier
+awaits replay their results. Tasks started by the statement (``gather``,
+``create_task``) get their own counters, named by the order in which they
+were created (``t0-0``, ``t1-0``...), so keys never depend on which task
+finished first.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import hashlib
+import inspect
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 JOURNAL_NAME = "__pb_j__"
-TEMP_PREFIX = "__pb_t"
+
+Key = tuple[int, int, "int | str"]
 
 #: The call id of the await currently running (``frame/turn.stmt.seq``): a
 #: playbook called from generated code uses it as its own frame id, so a
@@ -34,11 +47,18 @@ _EVENTS: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
 )
 
 
+class ReplayDivergence(Exception):
+    """On replay the code reached a different call than the one recorded at this point."""
+
+
 def note(key: str, value: Any) -> None:
     """Attach ``key: value`` to the journal record of the await now running."""
     events = _EVENTS.get()
     if events is not None:
         events[key] = value
+
+
+# ------------------------------------------------------------------ rewriting
 
 
 class _AwaitRewriter(ast.NodeTransformer):
@@ -47,32 +67,23 @@ class _AwaitRewriter(ast.NodeTransformer):
 
     def visit_Await(self, node: ast.Await) -> ast.AST:
         self.generic_visit(node)  # inner awaits live inside node.value
-        temp = f"{TEMP_PREFIX}{self.count}"
         self.count += 1
-        # every new node sits where the await was, so tracebacks point at it
         at = {
             "lineno": node.lineno,
             "col_offset": node.col_offset,
             "end_lineno": node.end_lineno,
             "end_col_offset": node.end_col_offset,
         }
-        load, store = ast.Load(), ast.Store()
-
-        def method(owner: str, attr: str) -> ast.Attribute:
-            return ast.Attribute(ast.Name(owner, load, **at), attr, load, **at)
-
-        enter = ast.NamedExpr(
-            ast.Name(temp, store, **at), ast.Call(method(JOURNAL_NAME, "enter"), [], [], **at), **at
-        )
-        record = ast.Call(
-            method(JOURNAL_NAME, "record"), [ast.Name(temp, load, **at), node.value], [], **at
-        )
-        return ast.IfExp(
-            ast.Attribute(enter, "done", load, **at),
-            method(temp, "value"),
-            ast.Await(record, **at),
-            **at,
-        )
+        load = ast.Load()
+        journal = ast.Name(JOURNAL_NAME, load, **at)
+        value = node.value
+        if isinstance(value, ast.Call):
+            method = ast.Attribute(journal, "call", load, **at)
+            call = ast.Call(method, [value.func, *value.args], value.keywords, **at)
+        else:
+            method = ast.Attribute(journal, "wait", load, **at)
+            call = ast.Call(method, [value], [], **at)
+        return ast.Await(call, **at)
 
 
 def journal_awaits(node: ast.stmt, source: str | None = None) -> tuple[ast.stmt, int]:
@@ -86,86 +97,324 @@ def journal_awaits(node: ast.stmt, source: str | None = None) -> tuple[ast.stmt,
     return rewriter.visit(node), rewriter.count
 
 
+# ------------------------------------------------------------------ identity
+
+
+def callee_name(fn: Any) -> str:
+    """The name a call is recorded under (a playbook's name, a function's name)."""
+    if inspect.iscoroutine(fn):
+        return getattr(fn, "__qualname__", None) or fn.__name__
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else type(fn).__name__
+
+
+def _canon(value: Any, out: list[str], depth: int = 0) -> None:
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        out.append(repr(value))
+    elif depth > 6:
+        out.append(type(value).__qualname__)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        out.append(type(value).__name__ + "(")
+        for item in items:
+            _canon(item, out, depth + 1)
+            out.append(",")
+        out.append(")")
+    elif isinstance(value, dict):
+        out.append("{")
+        for key, item in value.items():
+            _canon(key, out, depth + 1)
+            out.append(":")
+            _canon(item, out, depth + 1)
+            out.append(",")
+        out.append("}")
+    elif inspect.iscoroutine(value):
+        out.append("<coroutine " + callee_name(value) + ">")
+    else:  # an object's repr may hold its address: only its type is stable
+        out.append("<" + type(value).__qualname__ + ">")
+
+
+def digest(args: tuple, kwargs: dict) -> str:
+    """A short, stable digest of call arguments (same values, same digest, in any life)."""
+    out: list[str] = []
+    _canon(args, out)
+    _canon(dict(sorted(kwargs.items())), out)
+    return hashlib.blake2b("".join(out).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+# ------------------------------------------------------------------ journal
+
+
 @dataclass
 class Entry:
-    """A recorded outcome: a value, or an error to raise again."""
+    """A recorded outcome: a value, or an error to raise again, and what was called."""
 
     value: Any = None
     error: BaseException | None = None
+    callee: str | None = None
+    digest: str | None = None
 
 
-@dataclass
-class Token:
-    key: tuple[int, int, int]
-    done: bool
-    entry: Entry | None = None
-
-    @property
-    def value(self) -> Any:
-        assert self.entry is not None
-        if self.entry.error is not None:
-            raise self.entry.error
-        return self.entry.value
-
-
-Sink = Callable[[tuple[int, int, int], Any, BaseException | None, dict], Awaitable[None] | None]
+Sink = Callable[..., Awaitable[None] | None]
 
 
 @dataclass
 class Journal:
-    """Per-frame journal: hands out call ids and replays recorded outcomes.
+    """Per-frame journal: looks up and stores the outcomes of one frame's awaits.
 
     ``lookup(key)`` returns the recorded :class:`Entry` or None; ``sink`` is
-    called with ``(key, value, error)`` once an await finished for real.
+    called with ``(key, value, error, events, callee, digest)`` once an await
+    finished for real.
     """
 
     frame_id: str
-    lookup: Callable[[tuple[int, int, int]], Entry | None]
+    lookup: Callable[[Key], Entry | None]
     sink: Sink | None = None
     around: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None
     barrier: Callable[[], None] | None = None  # makes the journal durable before an effect
     pure: frozenset[str] = frozenset()  # calls without effects: no barrier before them
-    turn: int = 0
-    statement: int = 0
-    seq: int = 0
-    live: int = field(default=0)  # awaits that really ran in this statement
+    rerun: frozenset[str] = frozenset()  # pure calls whose bindings must happen on replay too
 
-    def begin(self, turn: int, statement: int) -> None:
-        self.turn, self.statement, self.seq, self.live = turn, statement, 0, 0
-
-    def call_id(self, key: tuple[int, int, int]) -> str:
+    def call_id(self, key: Key) -> str:
         return f"{self.frame_id}/{key[0]}.{key[1]}.{key[2]}"
 
-    def enter(self) -> Token:
-        key = (self.turn, self.statement, self.seq)
-        self.seq += 1
-        entry = self.lookup(key)
-        return Token(key, entry is not None, entry)
+    def scope(self, turn: int, statement: int) -> Scope:
+        return Scope(self, turn, statement)
 
-    async def record(self, token: Token, awaitable: Awaitable[Any]) -> Any:
-        self.live += 1
-        if self.barrier is not None and getattr(awaitable, "__name__", "") not in self.pure:
-            self.barrier()
-        events: dict = {}
-        reset_call = CURRENT_CALL.set(self.call_id(token.key))
-        reset_events = _EVENTS.set(events)
-        try:
-            if self.around is not None:
-                value = await self.around(awaitable)
-            else:
-                value = await awaitable
-        except Exception as error:  # control flow (Return, EndProgram) is BaseException
-            await self._sink(token.key, None, error, events)
-            raise
-        finally:
-            _EVENTS.reset(reset_events)
-            CURRENT_CALL.reset(reset_call)
-        await self._sink(token.key, value, None, events)
-        return value
-
-    async def _sink(self, key, value: Any, error: BaseException | None, events: dict) -> None:
+    def sink_now(
+        self, key: Key, value: Any, error: BaseException | None, events: dict, callee: str, dig: str
+    ) -> Any:
         if self.sink is None:
-            return
-        result = self.sink(key, value, error, events)
-        if result is not None:
-            await result
+            return None
+        return self.sink(key, value, error, events, callee, dig)
+
+
+@dataclass
+class Scope:
+    """The awaits of one statement (or of one task it started): hands out keys."""
+
+    journal: Journal
+    turn: int
+    statement: int
+    prefix: str = ""
+    seq: int = 0
+    spawned: int = 0
+    drawn: int = 0  # nondeterministic values drawn
+    live: int = 0  # awaits that really ran
+
+    def next_key(self) -> Key:
+        q: int | str = self.seq if not self.prefix else f"{self.prefix}-{self.seq}"
+        self.seq += 1
+        return (self.turn, self.statement, q)
+
+    def next_value_key(self) -> Key:
+        q = f"{self.prefix}-r{self.drawn}" if self.prefix else f"r{self.drawn}"
+        self.drawn += 1
+        return (self.turn, self.statement, q)
+
+    def child(self) -> Scope:
+        name = f"{self.prefix}-t{self.spawned}" if self.prefix else f"t{self.spawned}"
+        self.spawned += 1
+        return Scope(self.journal, self.turn, self.statement, prefix=name)
+
+
+_SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
+    "playbooks_scope", default=None
+)
+
+
+def enter_scope(scope: Scope) -> contextvars.Token:
+    _install_task_factory()
+    return _SCOPE.set(scope)
+
+
+def leave_scope(token: contextvars.Token) -> None:
+    _SCOPE.reset(token)
+
+
+def current_scope() -> Scope | None:
+    return _SCOPE.get()
+
+
+def _check(entry: Entry, key: Key, journal: Journal, callee: str, dig: str) -> None:
+    if entry.callee is None:
+        return  # recorded by a version that kept no identity
+    if entry.callee != callee or (entry.digest is not None and entry.digest != dig):
+        what = "other arguments" if entry.callee == callee else f"{callee}()"
+        raise ReplayDivergence(
+            f"replay divergence at {journal.call_id(key)}: the first run called "
+            f"{entry.callee}() here, this run reached {what}; the recorded result is "
+            "not used. The code must make the same calls in the same order as before."
+        )
+
+
+def _close(values: Any) -> None:
+    for value in values:
+        if inspect.iscoroutine(value):
+            value.close()
+
+
+class _Dispatch:
+    """``__pb_j__`` in generated code: routes each await to the running statement's scope."""
+
+    async def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        scope = _SCOPE.get()
+        if scope is None:  # not inside a journaled statement (a helper called later)
+            return await fn(*args, **kwargs)
+        journal = scope.journal
+        key = scope.next_key()
+        callee, dig = callee_name(fn), digest(args, kwargs)
+        entry = journal.lookup(key)
+        if entry is not None:
+            _check(entry, key, journal, callee, dig)
+            if callee in journal.rerun:
+                await fn(*args, **kwargs)  # a binding must happen again; no effect outside
+            else:
+                _close(args)
+                _close(kwargs.values())
+            if entry.error is not None:
+                raise entry.error
+            return entry.value
+        return await _record(scope, key, fn(*args, **kwargs), callee, dig)
+
+    async def wait(self, awaitable: Any) -> Any:
+        scope = _SCOPE.get()
+        if scope is None:
+            return await awaitable
+        journal = scope.journal
+        key = scope.next_key()
+        callee, dig = callee_name(awaitable), ""
+        entry = journal.lookup(key)
+        if entry is not None:
+            _check(entry, key, journal, callee, dig)
+            _close([awaitable])
+            if entry.error is not None:
+                raise entry.error
+            return entry.value
+        return await _record(scope, key, awaitable, callee, dig)
+
+
+DISPATCH = _Dispatch()
+
+
+async def _record(scope: Scope, key: Key, awaitable: Awaitable[Any], callee: str, dig: str) -> Any:
+    journal = scope.journal
+    scope.live += 1
+    if journal.barrier is not None and callee not in journal.pure:
+        journal.barrier()
+    events: dict = {}
+    reset_call = CURRENT_CALL.set(journal.call_id(key))
+    reset_events = _EVENTS.set(events)
+    try:
+        if journal.around is not None:
+            value = await journal.around(awaitable)
+        else:
+            value = await awaitable
+    except Exception as error:  # control flow (Return, EndProgram) is BaseException
+        await _sink(journal, key, None, error, events, callee, dig)
+        raise
+    finally:
+        _EVENTS.reset(reset_events)
+        CURRENT_CALL.reset(reset_call)
+    await _sink(journal, key, value, None, events, callee, dig)
+    return value
+
+
+async def _sink(
+    journal: Journal,
+    key: Key,
+    value: Any,
+    error: BaseException | None,
+    events: dict,
+    callee: str,
+    dig: str,
+) -> None:
+    result = journal.sink_now(key, value, error, events, callee, dig)
+    if result is not None:
+        await result
+
+
+def draw(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A nondeterministic value (a clock, a random number, a uuid): journaled like an await.
+
+    Outside a journaled statement it is simply computed."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return fn(*args, **kwargs)
+    journal = scope.journal
+    key = scope.next_value_key()
+    entry = journal.lookup(key)
+    if entry is not None:
+        _check(entry, key, journal, name, "")
+        if entry.error is not None:
+            raise entry.error
+        return entry.value
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as error:
+        journal.sink_now(key, None, error, {}, name, "")
+        raise
+    journal.sink_now(key, value, None, {}, name, "")
+    return value
+
+
+# ------------------------------------------------------------------ tasks
+
+
+def _task_factory(loop: asyncio.AbstractEventLoop, coro: Coroutine, **kwargs: Any) -> asyncio.Task:
+    """Tasks created inside a statement get their own key counter, named by creation order."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return asyncio.Task(coro, loop=loop, **kwargs)
+    child = scope.child()
+    call = CURRENT_CALL.get()
+    context = kwargs.pop("context", None)
+    if context is not None:  # Python >= 3.11 may hand us a context to run in
+        context.run(_SCOPE.set, child)
+        if call:
+            context.run(CURRENT_CALL.set, f"{call}:{child.prefix}")
+        return asyncio.Task(coro, loop=loop, context=context, **kwargs)
+    token = _SCOPE.set(child)  # the task copies the current context when it is made
+    call_token = CURRENT_CALL.set(f"{call}:{child.prefix}") if call else None
+    try:
+        return asyncio.Task(coro, loop=loop, **kwargs)
+    finally:
+        if call_token is not None:
+            CURRENT_CALL.reset(call_token)
+        _SCOPE.reset(token)
+
+
+def _install_task_factory() -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if loop.get_task_factory() is None:
+        loop.set_task_factory(_task_factory)
+
+
+def detached_task(coro: Coroutine) -> asyncio.Task:
+    """A task of the runtime's own (an LLM stream reader): outside every statement's keys."""
+    token = _SCOPE.set(None)
+    try:
+        return asyncio.get_running_loop().create_task(coro)
+    finally:
+        _SCOPE.reset(token)
+
+
+__all__ = [
+    "CURRENT_CALL",
+    "DISPATCH",
+    "JOURNAL_NAME",
+    "Entry",
+    "Journal",
+    "ReplayDivergence",
+    "Scope",
+    "callee_name",
+    "detached_task",
+    "digest",
+    "draw",
+    "journal_awaits",
+    "note",
+]
+del sys

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..llm import LLMError, LLMRequest
 from .executor import StreamingPythonExecutor
+from .journal import detached_task
 
 BATCH = 2048  # characters of text held back at most while the code is busy
 
@@ -62,7 +63,7 @@ async def run_stream(
 
     if manager is not None:
         manager.before_effect()  # a request is an effect: what led to it is on disk first
-    task = asyncio.create_task(receive())
+    task = detached_task(receive())
     try:
         while True:
             items = [await queue.get()]
