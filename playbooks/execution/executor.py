@@ -355,6 +355,7 @@ class StreamingPythonExecutor:
         self._flush_text()
         scope = self.journal.scope(self.turn, index)
         node = statement.node
+        start = node.lineno  # before any rewrite moves it into the file's numbering
         definition = isinstance(node, _DEFINITIONS)
         names = _bound_names(node)
         if definition:  # kept as the model wrote it: checks and rewrites run again on resume
@@ -385,7 +386,7 @@ class StreamingPythonExecutor:
             self._fail(error)
             raise
         self.cursor = index + 1
-        self.position = (end[0], end[1], statement.node.lineno)
+        self.position = (end[0], end[1], start)
         self.executed.append(statement.source)
         if definition:
             self._defined.update(names)

@@ -24,6 +24,7 @@ from ..llm import LLMError, LLMRequest, TurnContext, build_messages
 from .builtins import Conversation, ProgramEnd, make_builtins
 from .executor import PlaybookReturn, StreamingPythonExecutor
 from .journal import CURRENT_CALL
+from .nondeterminism import journal_globals
 from .safety import Budget, SafetyError, check_statement, instrument, safe_builtins
 from .stream import run_stream
 
@@ -83,6 +84,9 @@ class Interpreter:
     llm_calls: int = 0
     _claimed: set[str] = field(default_factory=set)
     _stack: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        journal_globals(self.python_globals)  # the python blocks' clocks and chance replay too
 
     # -- entry -------------------------------------------------------------
     async def run(self) -> Any:

@@ -37,6 +37,8 @@ import types
 from collections.abc import Callable, Collection
 from typing import Any
 
+from .nondeterminism import journal_module
+
 __all__ = ["BUDGET_NAME", "Budget", "SafetyError", "check_statement", "instrument"]
 __all__ += ["safe_builtins"]
 
@@ -114,6 +116,29 @@ class _Checker(ast.NodeVisitor):
         if name.partition(".")[0] not in self.allowed:
             allowed = ", ".join(sorted(self.allowed)) or "none"
             self.fail(node, f"import of '{name}' is not allowed (allowed: {allowed})")
+
+    def visit_AsyncFor(self, node: ast.AsyncFor) -> None:
+        self.fail(
+            node,
+            "'async for' cannot be replayed after a crash and is not allowed; "
+            "await a call that returns a list and loop over it with 'for'",
+        )
+
+    def visit_AsyncWith(self, node: ast.AsyncWith) -> None:
+        self.fail(
+            node,
+            "'async with' cannot be replayed after a crash and is not allowed; "
+            "await the calls you need one by one",
+        )
+
+    def visit_comprehension(self, node: ast.comprehension) -> None:
+        if node.is_async:
+            self.fail(
+                node.iter,
+                "'async for' in a comprehension cannot be replayed and is not allowed; "
+                "use 'for x in await F()' or '[await F(x) for x in xs]'",
+            )
+        self.generic_visit(node)
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -499,4 +524,4 @@ def _public_copy(
     exported = getattr(module, "__all__", None)
     if exported is not None:
         public.__all__ = [name for name in exported if hasattr(public, name)]
-    return public
+    return journal_module(public)  # clocks, chance and uuids replay their first values
