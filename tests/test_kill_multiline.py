@@ -51,7 +51,7 @@ SCRIPT = {
         "await Say(\n"
         '    "user",\n'
         '    f"tasting... {$verdict}",\n'
-        ")\nawait Step(\"Taste:02\")\n"
+        ')\nawait Step("Taste:02")\n'
         "await Return($verdict)\n```\n",
     ],
 }

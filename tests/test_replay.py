@@ -64,7 +64,9 @@ class World:
             "Items": Items,
             "Fail": Fail,
             "Var": Var,
-            "__builtins__": safe_builtins(["uuid", "random", "time", "datetime", "asyncio", "json"]),
+            "__builtins__": safe_builtins(
+                ["uuid", "random", "time", "datetime", "asyncio", "json"]
+            ),
         }
         ns.update(extra)
         return ns
@@ -234,9 +236,7 @@ async def test_a_custom_exception_from_an_await_replays_as_its_class(tmp_path: P
 
 async def test_argument_side_effects_happen_on_replay(tmp_path: Path) -> None:
     code = (
-        "$queue = ['a', 'b', 'c']\n"
-        "for i in range(3):\n"
-        "    await Say('user', f'{$queue.pop(0)}')\n"
+        "$queue = ['a', 'b', 'c']\nfor i in range(3):\n    await Say('user', f'{$queue.pop(0)}')\n"
     )
     assert len(await assert_exact(tmp_path, code)) == 3
 

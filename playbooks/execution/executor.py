@@ -236,7 +236,12 @@ class StreamingPythonExecutor:
         self._recorded_done = done
         if position and statements_done:
             start = int(position[2]) if len(position) > 2 else int(position[0])
-            text = self._blank_until(text, start)
+            offset = int(position[3]) if len(position) > 4 else -1
+            if 0 <= offset <= len(text) and start > 1 and "\r" not in text:
+                self._splitter.skip(text, offset, start - 1, fenced=bool(position[4]))
+                text = text[offset:]
+            else:
+                text = self._blank_until(text, start)
             self._skip_to = (int(position[0]), int(position[1]))
         if text:
             await self.add_chunk(text)
@@ -355,7 +360,7 @@ class StreamingPythonExecutor:
         self._flush_text()
         scope = self.journal.scope(self.turn, index)
         node = statement.node
-        start = node.lineno  # before any rewrite moves it into the file's numbering
+        start = statement.start_line  # before any rewrite moves it into the file's numbering
         definition = isinstance(node, _DEFINITIONS)
         names = _bound_names(node)
         if definition:  # kept as the model wrote it: checks and rewrites run again on resume
@@ -386,7 +391,7 @@ class StreamingPythonExecutor:
             self._fail(error)
             raise
         self.cursor = index + 1
-        self.position = (end[0], end[1], start)
+        self.position = (end[0], end[1], start, statement.start_offset, int(statement.fenced))
         self.executed.append(statement.source)
         if definition:
             self._defined.update(names)

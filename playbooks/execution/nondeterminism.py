@@ -169,13 +169,25 @@ def _overrides(name: str) -> dict[str, Any]:
     if name == "time":
         table = {
             n: _drawn(f"time.{n}", getattr(_time, n))
-            for n in ("time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns")
+            for n in (
+                "time",
+                "time_ns",
+                "monotonic",
+                "monotonic_ns",
+                "perf_counter",
+                "perf_counter_ns",
+            )
         }
         table.update(
-            {n: _now_only(f"time.{n}", getattr(_time, n)) for n in ("localtime", "gmtime", "ctime", "asctime", "strftime")}
+            {
+                n: _now_only(f"time.{n}", getattr(_time, n))
+                for n in ("localtime", "gmtime", "ctime", "asctime", "strftime")
+            }
         )
         # strftime(format) reads the clock without a time argument
-        table["strftime"] = lambda fmt, *t: _time.strftime(fmt, *t) if t else draw("time.strftime", _time.strftime, fmt)
+        table["strftime"] = lambda fmt, *t: (
+            _time.strftime(fmt, *t) if t else draw("time.strftime", _time.strftime, fmt)
+        )
         return table
     if name == "random":
         return _random_overrides()
@@ -207,7 +219,9 @@ def journal_module(module: types.ModuleType) -> types.ModuleType:
 def journaled_copy(module: types.ModuleType) -> types.ModuleType:
     """A copy of a real module with its clock and chance journaled (for ``.pb`` python blocks)."""
     copy = types.ModuleType(module.__name__, module.__doc__)
-    copy.__dict__.update({k: v for k, v in vars(module).items() if k not in ("__name__", "__doc__")})
+    copy.__dict__.update(
+        {k: v for k, v in vars(module).items() if k not in ("__name__", "__doc__")}
+    )
     return journal_module(copy)
 
 

@@ -33,6 +33,7 @@ _FLAGS = _FINAL_FLAGS | (PyCF_ALLOW_INCOMPLETE_INPUT if _HAS_INCOMPLETE_FLAG els
 _CODE_FENCE_INFO = frozenset({"", "python", "py", "python3", "py3"})
 _CONTINUATION = re.compile(r"(else|elif|except|finally)\b")
 _CASE = re.compile(r"case\b")
+
 # Python 3.10 has no incomplete-input flag: these errors at the end mean "wait".
 _EOF_MESSAGES = ("unexpected EOF", "was never closed", "unterminated triple-quoted")
 _COMPOUND: tuple[type, ...] = (
@@ -59,6 +60,8 @@ class Statement:
     source: str  # the statement as the model wrote it (with $names), no trailing newline
     start_line: int  # response line numbers, 1-based, inclusive (decorators included)
     end_line: int
+    start_offset: int = -1  # where start_line begins in the ("\r\n" -> "\n") text
+    fenced: bool = False  # the code is inside a ```python fence
 
 
 class StatementSplitter:
@@ -74,9 +77,13 @@ class StatementSplitter:
     def __init__(self, filename: str = "<llm>") -> None:
         self.filename = filename
         self._raw: list[str] = []  # chunks exactly as fed
+        self._prefix: tuple[str, int] | None = None  # text skipped on resume, and its length
         self._carry = ""  # a chunk-final "\r" that may be half of "\r\n"
         self._partial: list[str] = []  # normalised pieces of the unfinished last line
         self._lineno = 0  # response lines classified so far
+        self._offset = 0  # characters of the lines classified so far ("\n" line ends)
+        self._line_start = 0  # where the line being classified starts
+        self._region_offset = 0  # where the unconsumed region (line _start) starts
         self._mode = "start"  # start | bare | fence | outside | other
         self._scanner = DollarScanner()
         self._code_lines: list[str] = []
@@ -93,6 +100,9 @@ class StatementSplitter:
     @property
     def text(self) -> str:
         """The full raw response received so far, exactly as fed (no CRLF normalisation)."""
+        if self._prefix is not None:
+            self._raw.insert(0, self._prefix[0][: self._prefix[1]])
+            self._prefix = None
         return "".join(self._raw)
 
     @property
@@ -126,6 +136,22 @@ class StatementSplitter:
         block = "".join(self._partial) + data[: nl + 1]
         self._partial = [data[nl + 1 :]] if nl + 1 < len(data) else []
         return self._run(block.split("\n")[:-1], final=False)
+
+    def skip(self, text: str, offset: int, lines: int, *, fenced: bool) -> None:
+        """Resume after ``text[:offset]`` (its first ``lines`` whole lines) without reading it.
+
+        The code before a resumed statement already ran: it is kept as text
+        (``text`` stays the whole response) but never classified or compiled
+        again, so a resume costs the same after ten statements or ten thousand.
+        """
+        if self._raw or self._lineno:
+            raise RuntimeError("skip() must come before anything is fed")
+
+        self._prefix = (text, offset)  # not copied: a large response costs nothing here
+        self._lineno = lines
+        self._offset = self._region_offset = offset
+        self._start = lines + 1
+        self._mode = "fence" if fenced else "bare"
 
     def finish(self) -> list[Statement]:
         """End of stream: return every remaining statement (see the class note on errors)."""
@@ -161,6 +187,8 @@ class StatementSplitter:
     def _line(self, body: str) -> list[Statement]:
         """Classify one complete line (without its "\\n") and act on it."""
         self._lineno += 1
+        self._line_start = self._offset
+        self._offset += len(body) + 1
         stripped = body.strip()
         fence = stripped.startswith("```") and self._scanner.at_top_level
         info = stripped[3:].strip().split(" ")[0].lower() if fence else ""
@@ -199,6 +227,7 @@ class StatementSplitter:
             self._dollars.append([])
         else:
             self._start = self._lineno + 1
+            self._region_offset = self._offset
 
     def _code(self, body: str) -> list[Statement]:
         self._code_lines.append(body)
@@ -207,6 +236,7 @@ class StatementSplitter:
         if self._scanner.at_top_level:
             if not self._rew and (not body.strip() or body.lstrip().startswith("#")):
                 self._start = self._lineno + 1  # nothing pending: drop blank/comment
+                self._region_offset = self._offset
                 return out
             if self._rew and _starts_statement(body):
                 tree = self._parse(final=False)
@@ -216,6 +246,7 @@ class StatementSplitter:
                     cut_off = not self._awaits_definition()
         if not self._rew:
             self._start = self._lineno
+            self._region_offset = self._line_start
         rewritten, dollars = self._scanner.rewrite(body + "\n")
         self._rew.append(rewritten)
         self._orig.append(body)
@@ -291,7 +322,10 @@ class StatementSplitter:
         else:
             source = "\n".join([lines[0][first_col:], *lines[1:-1], lines[-1][:last_col]])
         self._count += 1
-        return Statement(self._count - 1, node, source, first, last)
+        offset = self._region_offset + sum(
+            len(line) + 1 for line in self._orig[: first - self._start]
+        )
+        return Statement(self._count - 1, node, source, first, last, offset, self._mode == "fence")
 
     def _orig_col(self, lineno: int, byte_col: int) -> int:
         """Map a UTF-8 column of the rewritten line to a character column of the original."""
