@@ -811,3 +811,19 @@ def test_check_prints_warnings_on_stderr_and_in_json(
     path.write_text("# A\n## Main(\n")
     assert main(["check", str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {path}:2: ")
+
+
+def test_thematic_breaks_separate_agents_and_duplicate_agents_are_errors() -> None:
+    text = "# A\n## Main\n### Steps\n- Go\n\n---\n\n# B\nHelps.\n\n---\n"
+    program = parse_text(text)
+    assert [s.text for s in program.agents[0].playbooks[0].steps] == ["Go"]
+    assert program.agents[1].description == "Helps."
+    with pytest.raises(ProgramError) as caught:
+        parse_text("# Host\n## Main\n# Host\n", "d.pb")
+    assert str(caught.value) == "d.pb:3: duplicate agent name 'Host' (first defined at line 1)"
+
+
+def test_unclosed_html_comment_is_an_error() -> None:
+    with pytest.raises(ProgramError) as caught:
+        parse_text("# A\n## Main\n### Steps\n- a\n<!-- hide\n- b\n", "c.pb")
+    assert str(caught.value) == "c.pb:5: HTML comment '<!--' is never closed"

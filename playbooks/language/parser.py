@@ -295,7 +295,10 @@ def kind_scope(kind: str) -> str:
 
 
 def _description(items: list[_Item], metadata: dict[str, Any]) -> str:
-    text = "\n".join(_raw_lines(items)).strip()
+    lines = _raw_lines(items)
+    while lines and (not lines[-1].strip() or _BREAK.match(lines[-1])):
+        lines.pop()  # a `---` between agents separates them; it describes nothing
+    text = "\n".join(lines).strip()
     if not text and isinstance(metadata.get("description"), str):
         return metadata["description"].strip()
     return text
@@ -533,6 +536,14 @@ def _parse(text: str, path: str, data: bytes) -> Program:
     metadata = _front_matter(source)
     drafts = _group(_scan(source.lines, diag), diag)
     agents = [_build_agent(draft, diag) for draft in drafts]
+    seen: dict[str, AgentSpec] = {}
+    for agent in agents:
+        if agent.name in seen:
+            first = diag.where(seen[agent.name].line)[1]
+            raise diag.error(
+                agent.line, f"duplicate agent name {agent.name!r} (first defined at line {first})"
+            )
+        seen[agent.name] = agent
     _program_warnings(agents, diag)
     # spec line numbers count lines of `text`: the file itself unless it imports
     expanded = "\n".join(source.lines) if source.imported else normalise(text)

@@ -91,7 +91,7 @@ def read_source(text: str, path: str) -> Source:
     if lines and lines[0].startswith("#!"):
         lines[0] = ""  # a shebang (`#!/usr/bin/env pb`) lets the file run as a script
     lines, front = _take_front_matter(lines, path)
-    lines = _blank_comments(lines)
+    lines = _blank_comments(lines, path)
     root = Path(path).resolve().parent if path != "<string>" else Path.cwd().resolve()
     source = Source([], diagnostics, [path], front)
     _expand(lines, path, root, source, [Path(path).resolve()])
@@ -127,13 +127,14 @@ def _fence_after(line: str, fence: str) -> str:
     return fence
 
 
-def _blank_comments(lines: list[str]) -> list[str]:
+def _blank_comments(lines: list[str], path: str) -> list[str]:
     """Remove `<!-- ... -->` outside code fences; whatever a comment holds (even
     `#` lines) is not program text. Lines are kept (emptied) so numbers stay true."""
     out: list[str] = []
     fence = ""
     in_comment = False
-    for line in lines:
+    opened_at = 0
+    for number, line in enumerate(lines, start=1):
         if not in_comment and (fence or "<!--" not in line):
             fence = _fence_after(line, fence)
             out.append(line)
@@ -150,9 +151,11 @@ def _blank_comments(lines: list[str]) -> list[str]:
                     rest = ""
                 else:
                     kept.append(rest[:start])
-                    rest, in_comment = rest[start + 4 :], True
+                    rest, in_comment, opened_at = rest[start + 4 :], True, number
         joined = "".join(kept)
         out.append(joined if joined.strip() else "")
+    if in_comment:  # everything after it would vanish without a word
+        raise ProgramError(path, opened_at, "HTML comment '<!--' is never closed")
     return out
 
 
@@ -199,7 +202,7 @@ def _expand(
         imported = [indent + t if t.strip() else t for t in normalise(text).split("\n")]
         if imported and imported[-1] == "":
             imported.pop()
-        _expand(_blank_comments(imported), shown, root, source, chain + [resolved])
+        _expand(_blank_comments(imported, shown), shown, root, source, chain + [resolved])
 
 
 def _inside(candidate: Path, root: Path) -> bool:
