@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -113,16 +114,23 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Print how the file was read; warnings (things kept but not honoured) go to stderr."""
     from .language import ProgramError, format_structure, load_program
 
     try:
         program = load_program(args.program)
     except ProgramError as error:
         return _fail(str(error))
-    if args.json:
-        print(json.dumps(program.to_dict(), indent=2))
-    else:
-        print(format_structure(program))
+    for warning in [] if args.json else program.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    try:
+        if args.json:
+            print(json.dumps(program.to_dict(), indent=2))
+        else:
+            print(format_structure(program))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `check ... | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -9,16 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Trigger texts that make a playbook the program's entry point. Real programs
-# write several spellings of "run me first"; all of them mean the same.
-_BEGIN_TRIGGERS = frozenset(
-    {
-        "at the beginning",
-        "when the program starts",
-        "when program starts",
-        "at the start",
-    }
-)
+from playbooks.language.metadata import is_begin_trigger
 
 
 @dataclass
@@ -47,7 +38,12 @@ class Step:
 
 @dataclass
 class PlaybookSpec:
-    """A Markdown or Python playbook as written in the program."""
+    """A Markdown or Python playbook as written in the program.
+
+    `name` is the callable name (`## Redesign menu` -> `RedesignMenu`): what the
+    model sees and calls, and the prefix of step ids. `title` is the heading as
+    written.
+    """
 
     name: str
     kind: str  # "markdown" | "python"
@@ -62,14 +58,18 @@ class PlaybookSpec:
     source: str
     body_source: str = ""
     body_line: int = 0
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    sync: bool = False  # a plain `def` python playbook: call it, do not await it
+
+    @property
+    def begin(self) -> bool:
+        """Runs when the program starts (any begin spelling, `T1:BGN` included)."""
+        return any(is_begin_trigger(trigger) for trigger in self.triggers)
 
     @property
     def is_begin(self) -> bool:
-        for trigger in self.triggers:
-            text = trigger.strip().rstrip(".").strip().lower()
-            if text in _BEGIN_TRIGGERS or text.startswith("at the beginning"):
-                return True
-        return False
+        return self.begin
 
     @property
     def is_free_form(self) -> bool:
@@ -89,14 +89,22 @@ class PlaybookSpec:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
             "params": list(self.params),
             "triggers": list(self.triggers),
             "steps": [step.to_dict() for step in self.steps],
             "public": self.public,
+            "begin": self.begin,
         }
+        if self.title and self.title != self.name:
+            out["title"] = self.title
+        if self.sync:
+            out["sync"] = True
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        return out
 
 
 @dataclass
@@ -110,56 +118,107 @@ class PythonBlock:
 
 @dataclass
 class AgentSpec:
+    """An agent: `name` is its callable (CamelCase) name, `title` its heading as written."""
+
     name: str
     description: str
     playbooks: list[PlaybookSpec]
     python_blocks: list[PythonBlock]
     line: int
+    title: str = ""
+    kind: str = "ai"  # "ai" | "human" (`# Name:Human`)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def playbook(self, name: str) -> PlaybookSpec | None:
+        """By callable name, or by the heading as written."""
         for candidate in self.playbooks:
             if candidate.name == name:
+                return candidate
+        for candidate in self.playbooks:
+            if candidate.title and candidate.title == name:
                 return candidate
         return None
 
     @property
+    def begin_playbooks(self) -> list[PlaybookSpec]:
+        """Every playbook with a begin trigger, in file order."""
+        return [candidate for candidate in self.playbooks if candidate.begin]
+
+    @property
     def entry(self) -> PlaybookSpec | None:
-        for candidate in self.playbooks:
-            if candidate.is_begin:
-                return candidate
+        """The first begin playbook (or the first playbook): what a one-entry runner starts."""
+        begin = self.begin_playbooks
+        if begin:
+            return begin[0]
         return self.playbooks[0] if self.playbooks else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "playbooks": [pb.to_dict() for pb in self.playbooks],
         }
+        if self.title and self.title != self.name:
+            out["title"] = self.title
+        if self.kind != "ai":
+            out["kind"] = self.kind
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        return out
 
 
 @dataclass
 class Program:
+    """A parsed program. Line numbers in its specs count lines of `text`: the
+    file with its `!import`s inlined (the file itself when it imports nothing)."""
+
     path: str
-    text: str  # decoded text with line endings normalised to "\n"
+    text: str  # decoded text with line endings normalised to "\n", imports inlined
     agents: list[AgentSpec]
-    source_hash: str  # sha256 of the file's bytes: a resumed run must see the same program
+    # sha256 of the file's bytes (and of every imported file's): a resumed run
+    # must see the same program
+    source_hash: str
+    files: list[str] = field(default_factory=list)  # the program file, then each import
+    warnings: list[str] = field(default_factory=list)  # "file:line: message"
+    metadata: dict[str, Any] = field(default_factory=dict)  # YAML front matter
+    # (file, line) of each line of `text` when it has imports inlined; empty otherwise
+    origin: list[tuple[str, int]] = field(default_factory=list, repr=False)
+
+    def where(self, line: int) -> tuple[str, int]:
+        """The file and line a line number of `text` (a spec's `line`) came from."""
+        if 1 <= line <= len(self.origin):
+            return self.origin[line - 1]
+        return self.path, line
 
     def agent(self, name: str) -> AgentSpec | None:
         for candidate in self.agents:
-            if candidate.name == name:
+            if candidate.name == name or candidate.title == name:
                 return candidate
         return None
 
     def to_dict(self) -> dict[str, Any]:
         """The structure printed by `playbooks check --json`."""
-        return {"agents": [agent.to_dict() for agent in self.agents]}
+        out: dict[str, Any] = {"agents": [agent.to_dict() for agent in self.agents]}
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        out["warnings"] = list(self.warnings)
+        return out
 
 
 def format_structure(program: Program) -> str:
     """The tree `playbooks check` prints, so a person can see how the file was read."""
+
+    def at(line: int) -> str:
+        path, number = program.where(line)
+        return f"line {number}" if path == program.path else f"{path}:{number}"
+
     out = [f"{program.path}: {len(program.agents)} agent(s)"]
     for agent in program.agents:
-        out.append(f"agent {agent.name} (line {agent.line})")
+        shown = agent.name if agent.title in ("", agent.name) else f"{agent.name} ({agent.title})"
+        kind = " [human]" if agent.kind == "human" else ""
+        out.append(f"agent {shown}{kind} ({at(agent.line)})")
+        for key, value in agent.metadata.items():
+            out.append(f"  {key}: {value}")
         if agent.description:
             out.append(f"  {agent.description.splitlines()[0]}")
         entry = agent.entry
@@ -172,9 +231,16 @@ def format_structure(program: Program) -> str:
                 tags.append("free-form")
             if pb.public:
                 tags.append("public")
+            if pb.sync:
+                tags.append("sync")
+            if pb.begin:
+                tags.append("begin")
             if pb is entry:
                 tags.append("entry")
-            out.append(f"  playbook {signature} [{', '.join(tags)}] (line {pb.line})")
+            title = f' "{pb.title}"' if pb.title and pb.title != pb.name else ""
+            out.append(f"  playbook {signature}{title} [{', '.join(tags)}] ({at(pb.line)})")
+            for key, value in pb.metadata.items():
+                out.append(f"    {key}: {value}")
             for trigger in pb.triggers:
                 out.append(f"    trigger: {trigger}")
             for step in pb.all_steps():

@@ -2,16 +2,28 @@
 
 No LLM is involved: the same bytes always give the same program, which is what
 lets a resumed execution trust step ids and line numbers recorded before a crash.
+Whatever the parser keeps but the runtime cannot honour yet becomes a warning
+(`Program.warnings`), so nothing written in a file is dropped silently.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
+from playbooks.language.metadata import (
+    MetadataError,
+    callable_name,
+    check_metadata,
+    is_known_key,
+    metadata_key,
+    parse_block,
+    parse_scalar,
+    placeholder_calls,
+)
 from playbooks.language.model import (
     AgentSpec,
     PlaybookSpec,
@@ -20,6 +32,9 @@ from playbooks.language.model import (
     Step,
     format_structure,
 )
+from playbooks.language.python_playbooks import python_playbooks
+from playbooks.language.signature import parse_signature
+from playbooks.language.source import Diagnostics, ProgramError, Source, normalise, read_source
 
 __all__ = ["ProgramError", "format_structure", "load_program", "parse_text"]
 
@@ -27,25 +42,15 @@ _HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _FENCE_OPEN = re.compile(r"^( {0,3})(`{3,}|~{3,})[ \t]*([^\s`]*)[^`]*$")
 _FENCE_CLOSE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
 _BULLET = re.compile(r"^([-*+]|\d{1,3}[.)])(?:[ \t]+(.*))?$")
-_METADATA = re.compile(r"^([a-z][a-z0-9_]*)[ \t]*:[ \t]*(\S.*)$")
-_SIGNATURE = re.compile(
-    r"^(?P<name>[^()]*?)\s*(?:\((?P<params>.*)\))?\s*(?:->\s*(?P<ret>.*?))?\s*$"
-)
-_IDENT = re.compile(r"[A-Za-z_]\w*")
-_TRUE = {"true", "yes", "1", "on"}
-
-
-class ProgramError(Exception):
-    """A `.pb` file that cannot be run, pointing at the line to fix."""
-
-    def __init__(self, path: str, line: int, message: str) -> None:
-        super().__init__(f"{path}:{line}: {message}")
-        self.path = path
-        self.line = line
-        self.message = message
-
-    def __reduce__(self):  # keep picklable despite the 3-argument constructor
-        return (type(self), (self.path, self.line, self.message))
+_BREAK = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")  # thematic break: `---`
+_SECTIONS = {
+    "triggers": "triggers",
+    "trigger": "triggers",
+    "steps": "steps",
+    "step": "steps",
+    "notes": "notes",
+    "note": "notes",
+}
 
 
 @dataclass
@@ -77,7 +82,7 @@ class _Fence:
 _Item = _Heading | _Text | _Fence
 
 
-def _scan(lines: list[str], path: str) -> list[_Item]:
+def _scan(lines: list[str], diag: Diagnostics) -> list[_Item]:
     """Split lines into headings, text and fenced blocks; headings inside fences stay text."""
     items: list[_Item] = []
     i = 0
@@ -93,7 +98,7 @@ def _scan(lines: list[str], path: str) -> list[_Item]:
                     break
                 j += 1
             if j == len(lines):
-                raise ProgramError(path, no, "code fence is never closed")
+                raise diag.error(no, "code fence is never closed")
             body = [_strip_indent(text, indent) for text in lines[i + 1 : j]]
             items.append(_Fence(no, lang, body, lines[i : j + 1]))
             i = j + 1
@@ -114,16 +119,6 @@ def _strip_indent(text: str, width: int) -> str:
     return text[min(width, removable) :]
 
 
-def _skip_front_matter(lines: list[str], path: str) -> list[str]:
-    """Blank out a leading YAML `---` block so line numbers stay true."""
-    if not lines or lines[0].strip() != "---":
-        return lines
-    for j in range(1, len(lines)):
-        if lines[j].strip() in ("---", "..."):
-            return [""] * (j + 1) + lines[j + 1 :]
-    raise ProgramError(path, 1, "front matter '---' is never closed")
-
-
 @dataclass
 class _Section:
     heading: _Heading
@@ -137,18 +132,30 @@ class _AgentDraft:
     sections: list[_Section] = field(default_factory=list)
 
 
-def _group(items: list[_Item], path: str) -> list[_AgentDraft]:
+def _group(items: list[_Item], diag: Diagnostics) -> list[_AgentDraft]:
     if not any(isinstance(it, _Heading) and it.level == 1 for it in items):
-        raise ProgramError(path, 1, "no agent: expected a '# AgentName' heading")
+        raise diag.error(1, "no agent: expected a '# AgentName' heading")
     drafts: list[_AgentDraft] = []
-    in_comment = False
     for item in items:
         if isinstance(item, _Heading) and item.level == 1:
             drafts.append(_AgentDraft(item))
         elif not drafts:
-            in_comment = _check_before_agent(item, in_comment, path)
+            if isinstance(item, _Text) and (not item.raw.strip() or _BREAK.match(item.raw)):
+                continue
+            raise diag.error(item.line, "text before the first '# AgentName' heading")
         elif isinstance(item, _Heading) and item.level == 2:
-            drafts[-1].sections.append(_Section(item))
+            section = _section_name(item.title)
+            sections = drafts[-1].sections
+            if section and sections and not _has_section(sections[-1], section):
+                # `## Steps` right under `## Main`: a section written one level too high
+                diag.warn(
+                    item.line,
+                    f"'## {item.title}' read as '### {item.title}' of the playbook above "
+                    f"(sections take three #)",
+                )
+                sections[-1].items.append(_Heading(3, item.title, item.line, item.raw))
+            else:
+                sections.append(_Section(item))
         elif drafts[-1].sections:
             drafts[-1].sections[-1].items.append(item)
         else:
@@ -156,48 +163,153 @@ def _group(items: list[_Item], path: str) -> list[_AgentDraft]:
     return drafts
 
 
-def _check_before_agent(item: _Item, in_comment: bool, path: str) -> bool:
-    """Only blank lines and HTML comments may precede the first agent."""
-    if isinstance(item, _Text):
-        text = item.raw.strip()
-        if in_comment:
-            return "-->" not in text
-        if not text:
-            return False
-        if text.startswith("<!--"):
-            return "-->" not in text[4:]
-    raise ProgramError(path, item.line, "text before the first '# AgentName' heading")
+def _section_name(title: str) -> str | None:
+    return _SECTIONS.get(title.strip().rstrip(":").strip().lower())
 
 
-def _build_agent(draft: _AgentDraft, path: str) -> AgentSpec:
-    name = draft.heading.title.split(":", 1)[0].strip()
+def _has_section(section: _Section, name: str) -> bool:
+    return any(
+        isinstance(it, _Heading) and it.level == 3 and _section_name(it.title) == name
+        for it in section.items
+    )
+
+
+def _take_metadata(
+    items: list[_Item], scope: str, diag: Diagnostics
+) -> tuple[dict[str, Any], dict[str, int], list[_Item]]:
+    """Split metadata out of the text right under a heading.
+
+    Any `key: value` line (or `key:` with an indented YAML block) before the
+    first line of prose is metadata, and so is a `metadata:` block or a known
+    key anywhere before the first section. Everything else is description.
+    """
+    metadata: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    rest: list[_Item] = []
+    leading = True
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if not isinstance(item, _Text) or not item.raw.strip():
+            leading = leading and isinstance(item, _Text)
+            rest.append(item)
+            i += 1
+            continue
+        found = metadata_key(item.raw)
+        if not found or not (
+            leading
+            or found[0] == "metadata"
+            or is_known_key(found[0], scope)
+            or (not found[1] and _indented_text(items, i + 1))
+        ):
+            leading = False
+            rest.append(item)
+            i += 1
+            continue
+        key, value = found
+        j = i + 1
+        block: list[tuple[int, str]] = []
+        while not value and j < len(items):
+            nxt = items[j]
+            if not isinstance(nxt, _Text) or not nxt.raw.strip() or nxt.raw[0] not in " \t":
+                break
+            block.append((nxt.line, nxt.raw))
+            j += 1
+        try:
+            parsed = parse_scalar(value) if value else parse_block(block)
+        except MetadataError as error:
+            diag.warn(error.line, f"metadata {key!r}: {error} (kept as text)")
+            parsed = "\n".join(text.strip() for _, text in block)
+        if key == "metadata":
+            if isinstance(parsed, dict):
+                for name, entry in parsed.items():
+                    metadata[str(name)] = entry
+                    lines[str(name)] = item.line
+            elif parsed is not None:
+                diag.warn(item.line, "metadata: expected an indented block of 'key: value' lines")
+        else:
+            metadata[key] = parsed
+            lines[key] = item.line
+        i = j
+    return metadata, lines, rest
+
+
+def _indented_text(items: list[_Item], index: int) -> bool:
+    """Whether items[index] is an indented non-blank line (a YAML block under `key:`)."""
+    if index >= len(items):
+        return False
+    item = items[index]
+    return isinstance(item, _Text) and bool(item.raw.strip()) and item.raw[0] in " \t"
+
+
+def _agent_names(heading: _Heading, diag: Diagnostics) -> tuple[str, str, str]:
+    """(callable name, title, kind) of `# Name`, `# Name:AI` or `# Name:Human`."""
+    title, kind = heading.title, "ai"
+    head, sep, suffix = title.rpartition(":")
+    if sep and suffix.strip().lower() in ("ai", "human"):
+        title, kind = head.strip(), suffix.strip().lower()
+    name = callable_name(title)
     if not name:
-        raise ProgramError(path, draft.heading.line, "agent heading has no name")
+        raise diag.error(heading.line, "agent heading has no name")
+    if not name.isidentifier():
+        raise diag.error(heading.line, f"agent heading {title!r} does not give a name to call")
+    return name, title, kind
+
+
+def _build_agent(draft: _AgentDraft, diag: Diagnostics) -> AgentSpec:
+    name, title, kind = _agent_names(draft.heading, diag)
+    metadata, key_lines, preamble = _take_metadata(draft.preamble, kind_scope(kind), diag)
+    check_metadata(metadata, kind_scope(kind), key_lines, diag.warn, draft.heading.line)
     blocks: list[PythonBlock] = []
     playbooks: list[PlaybookSpec] = []
-    for item in draft.preamble + [it for s in draft.sections for it in s.items]:
+    for item in preamble + [it for s in draft.sections for it in s.items]:
         if isinstance(item, _Fence) and item.is_python:
             blocks.append(PythonBlock(_join(item.body), item.line + 1))
     blocks.sort(key=lambda b: b.line)
     for section in draft.sections:
-        spec = _build_markdown(section, path)
+        spec = _build_markdown(section, diag)
         if spec is not None:
             playbooks.append(spec)
     for block in blocks:
-        playbooks.extend(_python_playbooks(block, path))
+        playbooks.extend(python_playbooks(block, diag))
     playbooks.sort(key=lambda pb: pb.line)
     seen: dict[str, int] = {}
     for pb in playbooks:
         if pb.name in seen:
-            raise ProgramError(
-                path,
+            first = diag.where(seen[pb.name])[1]
+            raise diag.error(
                 pb.line,
-                f"duplicate playbook name {pb.name!r} in agent {name!r} "
-                f"(first defined at line {seen[pb.name]})",
+                f"duplicate playbook name {pb.name!r} in agent {title!r} "
+                f"(first defined at line {first})",
             )
         seen[pb.name] = pb.line
-    description = "\n".join(_raw_lines(draft.preamble)).strip()
-    return AgentSpec(name, description, playbooks, blocks, draft.heading.line)
+    description = _description(preamble, metadata)
+    _warn_placeholder_calls(description, draft.heading.line, diag)
+    return AgentSpec(
+        name, description, playbooks, blocks, draft.heading.line, title, kind, metadata
+    )
+
+
+def kind_scope(kind: str) -> str:
+    return "human" if kind == "human" else "agent"
+
+
+def _description(items: list[_Item], metadata: dict[str, Any]) -> str:
+    lines = _raw_lines(items)
+    while lines and (not lines[-1].strip() or _BREAK.match(lines[-1])):
+        lines.pop()  # a `---` between agents separates them; it describes nothing
+    text = "\n".join(lines).strip()
+    if not text and isinstance(metadata.get("description"), str):
+        return metadata["description"].strip()
+    return text
+
+
+def _warn_placeholder_calls(text: str, line: int, diag: Diagnostics) -> None:
+    for call in placeholder_calls(text):
+        diag.warn(
+            line,
+            f"placeholder {call} calls code, which is not built yet: the model sees it as written",
+        )
 
 
 def _raw_lines(items: list[_Item]) -> list[str]:
@@ -216,7 +328,7 @@ def _join(lines: list[str]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _build_markdown(section: _Section, path: str) -> PlaybookSpec | None:
+def _build_markdown(section: _Section, diag: Diagnostics) -> PlaybookSpec | None:
     items = section.items
     has_code = any(isinstance(it, _Fence) for it in items)
     only_code = all(
@@ -224,101 +336,63 @@ def _build_markdown(section: _Section, path: str) -> PlaybookSpec | None:
     )
     if has_code and only_code:
         return None  # a "## Python playbooks" container, not a playbook
-    name, params, returns = _parse_signature(section.heading, path)
+    title, name, params, returns = parse_signature(
+        section.heading.title, section.heading.line, diag
+    )
 
     parts: list[tuple[str, list[_Item]]] = [("", [])]
     for item in items:
         if isinstance(item, _Heading) and item.level == 3:
-            parts.append((item.title.strip().lower(), []))
+            kind = _section_name(item.title)
+            if kind is None:
+                raise diag.error(
+                    item.line,
+                    f"unknown section '### {item.title}' in playbook {title!r} "
+                    f"(expected ### Triggers, ### Steps or ### Notes)",
+                )
+            parts.append((kind, []))
         else:
             parts[-1][1].append(item)
 
-    metadata: dict[str, str] = {}
-    description_lines: list[str] = []
-    for item in parts[0][1]:
-        match = _METADATA.match(item.raw) if isinstance(item, _Text) else None
-        if match:
-            metadata[match.group(1)] = match.group(2).strip()
-        else:
-            description_lines.extend(_raw_lines([item]))
-
+    metadata, key_lines, preamble = _take_metadata(parts[0][1], "playbook", diag)
+    check_metadata(metadata, "playbook", key_lines, diag.warn, section.heading.line)
     triggers: list[str] = []
     steps: list[Step] = []
     notes: list[str] = []
-    for title, part in parts[1:]:
-        if title in ("triggers", "trigger"):
+    for kind, part in parts[1:]:
+        if kind == "triggers":
             triggers.extend(_bullet_texts(part))
-        elif title in ("steps", "step"):
-            steps.extend(_parse_steps(part, path))
-        elif title in ("notes", "note"):
-            notes.append("\n".join(_raw_lines(part)).strip())
+        elif kind == "steps":
+            steps.extend(_parse_steps(part, diag))
         else:
-            notes.append(f"### {title}\n" + "\n".join(_raw_lines(part)).strip())
+            notes.append("\n".join(_raw_lines(part)).strip())
 
-    public = any(metadata.get(key, "").lower() in _TRUE for key in ("public", "export"))
+    description = _description(preamble, metadata)
+    _warn_placeholder_calls(description, section.heading.line, diag)
+    public = any(metadata.get(key) is True for key in ("public", "export"))
     source = "\n".join([section.heading.raw] + _raw_lines(items)).rstrip() + "\n"
     return PlaybookSpec(
         name=name,
         kind="markdown",
         params=params,
         returns=returns,
-        description="\n".join(description_lines).strip(),
+        description=description,
         triggers=triggers,
         steps=steps,
         notes="\n\n".join(n for n in notes if n),
         line=section.heading.line,
         public=public,
         source=source,
+        title=title,
+        metadata=metadata,
     )
-
-
-def _parse_signature(heading: _Heading, path: str) -> tuple[str, list[str], str | None]:
-    match = _SIGNATURE.match(heading.title)
-    if match is None:
-        name, params, returns = heading.title.strip(), [], None
-    else:
-        name = match.group("name").strip()
-        params = [p for p in (_param_name(s) for s in _split_params(match.group("params"))) if p]
-        returns = (match.group("ret") or "").strip() or None
-    if not name:
-        raise ProgramError(path, heading.line, "playbook heading has no name")
-    return name, params, returns
-
-
-def _split_params(text: str | None) -> list[str]:
-    """Split on top-level commas so defaults like `$xs=[1, 2]` stay whole."""
-    if not text:
-        return []
-    out, depth, quote, current = [], 0, "", []
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    out.append("".join(current))
-    return out
-
-
-def _param_name(text: str) -> str:
-    text = text.strip().lstrip("*").lstrip("$").strip()
-    match = _IDENT.match(text)
-    return match.group(0) if match else re.split(r"[:=]", text, maxsplit=1)[0].strip()
 
 
 def _bullet_texts(items: list[_Item]) -> list[str]:
     """Bullets at any depth; a non-bullet line continues the bullet above it."""
     out: list[str] = []
     for item in items:
-        if not isinstance(item, _Text) or not item.raw.strip():
+        if not isinstance(item, _Text) or not item.raw.strip() or _BREAK.match(item.raw):
             continue
         bullet = _BULLET.match(item.raw.strip())
         if bullet:
@@ -334,22 +408,32 @@ def _bullet_texts(items: list[_Item]) -> list[str]:
 @dataclass
 class _Open:
     indent: int
-    reach: int  # deepest indent a child may start at: one level below this bullet
+    reach: int  # deepest indent a child may start at
     step: Step
 
 
 def _indent_width(text: str) -> int:
-    """A tab is one nesting level, the same as two spaces."""
-    lead = text[: len(text) - len(text.lstrip(" \t"))]
-    return len(lead) + lead.count("\t")
+    """Columns of leading whitespace; a tab advances to the next multiple of 4."""
+    width = 0
+    for ch in text:
+        if ch == " ":
+            width += 1
+        elif ch == "\t":
+            width += 4 - width % 4
+        else:
+            break
+    return width
 
 
-def _parse_steps(items: list[_Item], path: str) -> list[Step]:
+def _parse_steps(items: list[_Item], diag: Diagnostics) -> list[Step]:
+    """Nested bullets -> steps. Any deeper indent (2 spaces, 4 spaces, a tab) is
+    one level down, as in Markdown: a child starts after its parent's marker and
+    at most 3 columns past the parent's text."""
     roots: list[Step] = []
     stack: list[_Open] = []
     last: Step | None = None
     for item in items:
-        if not isinstance(item, _Text) or not item.raw.strip():
+        if not isinstance(item, _Text) or not item.raw.strip() or _BREAK.match(item.raw):
             continue
         stripped = item.raw.strip()
         bullet = _BULLET.match(stripped)
@@ -364,16 +448,15 @@ def _parse_steps(items: list[_Item], path: str) -> list[Step]:
         if stack:
             parent = stack[-1]
             if indent > parent.reach:
-                raise ProgramError(
-                    path,
+                raise diag.error(
                     item.line,
                     "step is indented more than one level below the step above it "
-                    "(indent nested steps by 2 spaces per level)",
+                    "(indent nested steps by 2 or 4 spaces, or a tab, per level)",
                 )
             parent.step.children.append(step)
         else:
             roots.append(step)
-        stack.append(_Open(indent, indent + max(3, len(bullet.group(1)) + 1), step))
+        stack.append(_Open(indent, indent + len(bullet.group(1)) + 4, step))
         last = step
     _number(roots, "")
     return roots
@@ -385,133 +468,50 @@ def _number(steps: list[Step], prefix: str) -> None:
         _number(step.children, step.id + ".")
 
 
-def _python_playbooks(block: PythonBlock, path: str) -> list[PlaybookSpec]:
+def _front_matter(source: Source) -> dict[str, Any]:
+    if not source.front_matter:
+        return {}
+    diag = source.diagnostics
+    rows = [(line, text) for line, text in source.front_matter if text.strip()]
     try:
-        tree = ast.parse(block.source)
-    except SyntaxError as exc:
-        line = block.line + (exc.lineno or 1) - 1
-        raise ProgramError(path, line, f"Python syntax error: {exc.msg}") from None
-    lines = block.source.split("\n")
-    out: list[PlaybookSpec] = []
-    for node in tree.body:
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        decorators = [d for d in node.decorator_list if _is_playbook_decorator(d)]
-        if not decorators:
-            continue
-        if isinstance(node, ast.FunctionDef):
-            raise ProgramError(
-                path,
-                block.line + node.lineno - 1,
-                f"@playbook function {node.name!r} must be 'async def'",
+        parsed = parse_block(rows)
+    except MetadataError as error:
+        diag.warn(error.line, f"front matter: {error} (ignored)")
+        return {}
+    if parsed is None:
+        return {}
+    if not isinstance(parsed, dict):
+        diag.warn(rows[0][0], "front matter: expected 'key: value' lines (ignored)")
+        return {}
+    lines = {str(key): line for line, text in rows for key in parsed if text.startswith(key)}
+    check_metadata(parsed, "program", lines, diag.warn, rows[0][0])
+    return parsed
+
+
+def _program_warnings(agents: list[AgentSpec], diag: Diagnostics) -> None:
+    """Agents this runtime cannot run yet: other humans, and every AI agent but one."""
+    runs = next((a for a in agents if a.kind == "ai" and a.playbooks), None)
+    idle = [a for a in agents if a.kind == "ai" and a is not runs]
+    for agent in agents:
+        if agent.kind == "human":
+            diag.warn(
+                agent.line,
+                f"human agent {agent.title!r}: people other than the user are not built yet",
             )
-        out.append(_python_spec(node, decorators, lines, block.line, path))
-    return out
-
-
-def _is_playbook_decorator(node: ast.expr) -> bool:
-    target = node.func if isinstance(node, ast.Call) else node
-    if isinstance(target, ast.Name):
-        return target.id == "playbook"
-    return isinstance(target, ast.Attribute) and target.attr == "playbook"
-
-
-def _python_spec(
-    node: ast.AsyncFunctionDef,
-    decorators: list[ast.expr],
-    lines: list[str],
-    offset: int,
-    path: str,
-) -> PlaybookSpec:
-    triggers: list[str] = []
-    public = False
-    for deco in decorators:
-        if not isinstance(deco, ast.Call):
-            continue
-        for kw in deco.keywords:
-            pb_line = offset + kw.value.lineno - 1
-            if kw.arg == "triggers":
-                value = _literal(kw.value)
-                if not isinstance(value, (list, tuple)) or not all(
-                    isinstance(v, str) for v in value
-                ):
-                    raise ProgramError(path, pb_line, "triggers must be a list of strings")
-                triggers.extend(value)
-            elif kw.arg in ("public", "export"):
-                public = public or bool(_literal(kw.value))
-    args = node.args
-    params = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
-    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-    body, body_line = _body_source(node, lines)
-    return PlaybookSpec(
-        name=node.name,
-        kind="python",
-        params=params,
-        returns=ast.unparse(node.returns) if node.returns is not None else None,
-        description=ast.get_docstring(node) or "",
-        triggers=triggers,
-        steps=[],
-        notes="",
-        line=offset + node.lineno - 1,
-        public=public,
-        source="\n".join(lines[first - 1 : node.end_lineno]) + "\n",
-        body_source=body,
-        body_line=offset + body_line - 1,
-    )
-
-
-def _literal(node: ast.expr) -> object:
-    try:
-        return ast.literal_eval(node)
-    except ValueError:
-        return None
-
-
-def _body_source(node: ast.AsyncFunctionDef, lines: list[str]) -> tuple[str, int]:
-    """The body without its docstring, moved to column 0 so it can run statement by statement."""
-    stmts = list(node.body)
-    if ast.get_docstring(node) is not None:
-        stmts = stmts[1:]
-    if not stmts:
-        return "", node.body[0].lineno
-    start, end = stmts[0].lineno, stmts[-1].end_lineno or stmts[-1].lineno
-    col = stmts[0].col_offset  # utf-8 bytes, like every ast column
-    first_bytes = lines[start - 1].encode("utf-8")
-    inside_strings = _string_continuation_lines(stmts)
-    if first_bytes[:col].strip():  # one-liner: `async def f(): return 1`
-        out = [first_bytes[col:].decode("utf-8")] + lines[start:end]
-        return _join(out), start
-    out = []
-    for number in range(start, end + 1):
-        text = lines[number - 1]
-        if number in inside_strings:
-            out.append(text)
-        elif text[:col].strip() == "":
-            out.append(text[col:])
-        else:
-            out.append(text.lstrip())
-    return _join(out), start
-
-
-def _string_continuation_lines(stmts: list[ast.stmt]) -> set[int]:
-    """Lines that begin inside a multi-line string: dedenting them would change the string."""
-    found: set[int] = set()
-    for stmt in stmts:
-        for sub in ast.walk(stmt):
-            is_text = isinstance(sub, ast.JoinedStr) or (
-                isinstance(sub, ast.Constant) and isinstance(sub.value, (str, bytes))
-            )
-            if is_text and sub.end_lineno and sub.end_lineno > sub.lineno:
-                found.update(range(sub.lineno + 1, sub.end_lineno + 1))
-    return found
+    if runs is not None and idle:
+        names = ", ".join(repr(a.title) for a in idle)
+        diag.warn(
+            idle[0].line,
+            f"multi-agent programs are not built yet: only agent {runs.title!r} runs, not {names}",
+        )
 
 
 # ---------------------------------------------------------------- public API
 
 
 def parse_text(text: str, path: str = "<string>") -> Program:
-    """Parse program text; `source_hash` is over its UTF-8 encoding."""
-    return _parse(text, path, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    """Parse program text; `source_hash` is over its UTF-8 encoding (and its imports')."""
+    return _parse(text, path, text.encode("utf-8"))
 
 
 def load_program(path: str | os.PathLike[str]) -> Program:
@@ -527,12 +527,43 @@ def load_program(path: str | os.PathLike[str]) -> Program:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ProgramError(name, 1, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return _parse(text, name, hashlib.sha256(data).hexdigest())
+    return _parse(text, name, data)
 
 
-def _parse(text: str, path: str, digest: str) -> Program:
-    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    lines = _skip_front_matter(text.split("\n"), path)
-    drafts = _group(_scan(lines, path), path)
-    agents = [_build_agent(draft, path) for draft in drafts]
-    return Program(path=path, text=text, agents=agents, source_hash=digest)
+def _parse(text: str, path: str, data: bytes) -> Program:
+    source = read_source(text, path)
+    diag = source.diagnostics
+    metadata = _front_matter(source)
+    drafts = _group(_scan(source.lines, diag), diag)
+    agents = [_build_agent(draft, diag) for draft in drafts]
+    seen: dict[str, AgentSpec] = {}
+    for agent in agents:
+        if agent.name in seen:
+            first = diag.where(seen[agent.name].line)[1]
+            raise diag.error(
+                agent.line, f"duplicate agent name {agent.name!r} (first defined at line {first})"
+            )
+        seen[agent.name] = agent
+    _program_warnings(agents, diag)
+    # spec line numbers count lines of `text`: the file itself unless it imports
+    expanded = "\n".join(source.lines) if source.imported else normalise(text)
+    return Program(
+        path=path,
+        text=expanded,
+        agents=agents,
+        source_hash=_identity(path, data, source),
+        files=list(source.files),
+        warnings=diag.sorted_warnings(source.files),
+        origin=list(diag.origin) if source.imported else [],
+        metadata=metadata,
+    )
+
+
+def _identity(path: str, data: bytes, source: Source) -> str:
+    """sha256 of the program's bytes; with imports, of every file it was built from."""
+    digest = hashlib.sha256(data)
+    base = os.path.dirname(os.path.abspath(path))
+    for name, imported in zip(source.files[1:], source.imported, strict=True):
+        relative = os.path.relpath(os.path.abspath(name), base)
+        digest.update(b"\0" + relative.encode("utf-8") + b"\0" + imported)
+    return digest.hexdigest()
