@@ -296,9 +296,7 @@ async def test_a_stream_abandoned_midway_is_recorded_with_what_was_received(tmp_
     assert not record.exists()  # nothing is written while the call is going on
     await stream.aclose()  # the reader stops early, as a turn that reached Return does
     rows = [json.loads(line) for line in record.read_text().splitlines()]
-    assert rows == [
-        {"call": 0, "playbook": "Main", "response": MAIN_0[:24], "complete": False}
-    ]
+    assert rows == [{"call": 0, "playbook": "Main", "response": MAIN_0[:24], "complete": False}]
 
 
 async def test_a_failed_call_is_not_recorded(tmp_path):

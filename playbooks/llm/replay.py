@@ -12,8 +12,8 @@ streams like a live model (a short wait before the first token, then about
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
