@@ -104,15 +104,28 @@ class Terminal:
                 self._status.stop()
                 self._status = None
             return
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        spinner = Spinner("dots", text=message, style=NOTE_STYLE)
         if self._status is not None:
-            self._status.update(message)
+            self._status.update(spinner)
             return
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(file=self.err, highlight=False, markup=False)
-        self._status = self._console.status(message, spinner="dots")
-        self._status.start()
+        # Not rich's Status: that swaps sys.stdout and sys.stderr for proxies
+        # while it runs; here stdout is written directly, the line cleared first.
+        self._status = Live(
+            spinner,
+            console=self._console,
+            transient=True,
+            refresh_per_second=12.5,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._status.start(refresh=True)
 
     def llm_event(self, event: str, request: Any) -> None:
         """Listener for playbooks.llm: a spinner from the request to its first text."""

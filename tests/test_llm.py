@@ -307,52 +307,53 @@ async def test_a_failed_call_is_not_recorded(tmp_path):
     assert not record.exists()
 
 
-# Text after the closing fence that the server holds back until the test ends:
-# the turn reaches Return and stops reading long before the stream would end.
+# A real model often writes on after the code: text the server holds back
+# until the test ends, so the turn reaches Return and stops reading long before
+# the stream would end (what made `--record` save nothing for hello.pb).
+HELLO = json.loads((ROOT / "examples" / "hello.replay.jsonl").read_text())["response"]
 TAIL = "\nThat is all: the program greeted the user and returned." * 5
-HELD = {
-    "Main": [
-        '```python\nawait Say("user", "one")\nawait Say("user", "two")\n'
-        'await Return("done")\n```' + TAIL
-    ]
-}
 
 
 def test_record_saves_the_call_a_return_abandons_and_replay_reproduces_the_run(tmp_path, capsys):
-    """hello-like program, real HTTP through litellm: the recording is written and replays."""
+    """hello.pb against the server over real HTTP through litellm: the file is
+    written, and replaying it gives the same transcript."""
     import threading
 
     from playbooks.cli import main
 
     release = threading.Event()
-    fence_end = HELD["Main"][0].index("```", 10) + 3
     size = 8
+    held_from = (len(HELLO) + size) // size + 1  # chunks after the closing fence
 
     def hold(request_number: int, chunk_number: int) -> None:
-        if chunk_number * size > fence_end + size:
+        if chunk_number >= held_from:
             release.wait(10)  # the client has gone by then: the write fails
             raise ConnectionAbortedError("released")
 
-    program = tmp_path / "bot.pb"
-    program.write_text("# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n")
+    program = str(ROOT / "examples" / "hello.pb")
     record = tmp_path / "rec.jsonl"
     config = tmp_path / "playbooks.toml"
+    script = ScriptResponder({"Main": [HELLO + TAIL]})
     try:
-        with ScriptedLLMServer(ScriptResponder(HELD), chunk_size=size, on_chunk=hold) as srv:
+        with ScriptedLLMServer(script, chunk_size=size, on_chunk=hold) as srv:
             config.write_text(f'[model]\nname = "openai/test-model"\napi_base = "{srv.url}"\n')
-            code = main(["run", str(program), "--config", str(config), "--record", str(record)])
+            code = main(["run", program, "--config", str(config), "--record", str(record)])
             live = capsys.readouterr().out
             release.set()
     finally:
         release.set()
     assert code == 0, live
-    assert live == "Bot: one\nBot: two\n"
+    assert live == (
+        "Greeter: Hello! Welcome to Playbooks.\n"
+        "Greeter: Fun fact: an octopus has three hearts and blue blood.\n"
+    )
     rows = [json.loads(line) for line in record.read_text().splitlines()]
     assert [(r["call"], r["playbook"]) for r in rows] == [(0, "Main")]
-    assert 'await Return("done")' in rows[0]["response"]
-    assert HELD["Main"][0].startswith(rows[0]["response"])
+    response = rows[0]["response"]  # what arrived until Return stopped the reader
+    assert 'await Return("done")' in response and (HELLO + TAIL).startswith(response)
+    assert rows[0]["complete"] is False
     config.write_text("")
-    assert main(["run", str(program), "--config", str(config), "--model", f"replay:{record}"]) == 0
+    assert main(["run", program, "--config", str(config), "--model", f"replay:{record}"]) == 0
     assert capsys.readouterr().out == live
 
 
