@@ -357,6 +357,62 @@ def test_record_saves_the_call_a_return_abandons_and_replay_reproduces_the_run(t
     assert capsys.readouterr().out == live
 
 
+def test_record_keeps_every_finished_call_when_the_process_is_killed(tmp_path):
+    """A kill -9 loses only the call still streaming: Sub's call, abandoned at
+    its Return, is on disk before Main goes on."""
+    import signal
+    import threading
+
+    from killing import child_env
+
+    main_code = (
+        '```python\n$x = await Sub()\nawait Say("user", f"got {$x}")\n'
+        '$y = await Yld("user")\nawait Return($y)\n```'
+    )
+    sub_code = '```python\nawait Return("s")\n```'
+    script = {"Main": [main_code + TAIL], "Sub": [sub_code + TAIL]}
+    size = 8
+    release = threading.Event()
+    held_from = {0: (len(main_code) + size) // size + 1, 1: (len(sub_code) + size) // size + 1}
+
+    def hold(request_number: int, chunk_number: int) -> None:
+        if chunk_number >= held_from[request_number]:
+            release.wait(10)
+            raise ConnectionAbortedError("released")
+
+    program = tmp_path / "bot.pb"
+    program.write_text(
+        "# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n\n## Sub\n"
+    )
+    record = tmp_path / "rec.jsonl"
+    try:
+        with ScriptedLLMServer(ScriptResponder(script), chunk_size=size, on_chunk=hold) as srv:
+            (tmp_path / "playbooks.toml").write_text(
+                f'[model]\nname = "openai/test-model"\napi_base = "{srv.url}"\n'
+            )
+            child = subprocess.Popen(
+                [sys.executable, "-m", "playbooks.cli", "run", str(program)]
+                + ["--record", str(record)],
+                stdin=subprocess.PIPE,  # open and silent: the reply is awaited
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=tmp_path,
+                env=child_env(),
+            )
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+            release.set()
+    finally:
+        release.set()
+    assert line == "Bot: got s\n"
+    rows = [json.loads(text) for text in record.read_text().splitlines()]
+    assert [(r["call"], r["playbook"]) for r in rows] == [(1, "Sub")]
+    assert 'await Return("s")' in rows[0]["response"]
+
+
 def test_missing_key_is_named_before_litellm_is_needed():
     from playbooks.llm.client import missing_key
 
