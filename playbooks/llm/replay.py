@@ -36,7 +36,9 @@ class Pace:
     def delays(self, text: str) -> list[float]:
         """The wait before each chunk of ``text``; their sum is the call's duration."""
         count = -(-len(text) // self.chars_per_token)
-        return [self.first] + [1.0 / self.tokens_per_second] * max(0, count - 1) if count else []
+        if count == 0:
+            return []
+        return [self.first] + [1.0 / self.tokens_per_second] * (count - 1)
 
 
 #: The pace of ``replay+paced:``: a mid-sized hosted model.
@@ -174,9 +176,10 @@ class RecordingClient:
         complete = False
         failed = False
         try:
-            async for text in self.inner.stream(request):
-                received.append(text)
-                yield text
+            async with contextlib.aclosing(self.inner.stream(request)) as texts:
+                async for text in texts:
+                    received.append(text)
+                    yield text
             complete = True
         except LLMError:
             failed = True
