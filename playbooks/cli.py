@@ -17,11 +17,30 @@ from typing import Any
 USAGE = 2
 
 
+class _Version(argparse.Action):
+    """``--version``, read from the installed metadata only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: Any):
+        kw.setdefault("help", "print the version and exit")
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kw: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("playbooks")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            number = "unknown"
+        sys.stdout.write(f"playbooks {number}\n")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="playbooks",
         description="Run durable LLM agents written as Markdown and Python playbooks.",
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # options that run and resume share
@@ -138,8 +157,10 @@ def cmd_run(
     args: argparse.Namespace, execution_id: str | None = None, program: str | None = None
 ) -> int:
     from .program import Runner, RunOptions
+    from .terminal import defaults_notice, say_once
 
     config = _config(args)
+    say_once(defaults_notice(config))
     options = RunOptions(
         messages=args.message,
         json_mode=args.json,
@@ -176,7 +197,30 @@ def cmd_executions(args: argparse.Namespace) -> int:
     return views.run(args.action, config, args)
 
 
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so that the flush at
+    exit cannot raise again (the advice of Python's signal documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout: nothing to flush into
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; a reader that went away (``| head``) ends it quietly."""
+    try:
+        code = _main(argv)
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -25,6 +25,7 @@ from .execution.builtins import AwaitingInput, OutputClosed
 from .execution.interpreter import Interpreter, Limits, ProgramFailed
 from .language import Program, ProgramError, load_program
 from .llm import LLMError, make_client
+from .terminal import describe_failure
 
 OK, FAILED, USAGE, REFUSED = 0, 1, 2, 3
 
@@ -259,7 +260,7 @@ class Runner:
             self._finish("running")
             return FAILED
         except Exception as error:  # a Python playbook at the top raised
-            message = f"{type(error).__name__}: {error}"
+            message = describe_failure(error, program.path)  # FILE.pb:LINE: Type: message
             self.note(f"error: the program failed: {message}")
             human.emit({"event": "end", "status": "failed", "message": message})
             self._finish("failed", message)

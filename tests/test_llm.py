@@ -142,6 +142,7 @@ async def test_unreachable_api_base_gives_one_line_error():
     assert "\n" not in message
     assert "connection refused" in message
     assert "openai/test-model" in message and f":{port}" in message and "#4" in message
+    assert "--model replay:FILE" in message  # the way to run without the service
 
 
 async def test_server_error_gives_http_status_in_one_line():
@@ -283,7 +284,7 @@ async def test_recording_then_replay_gives_identical_text(server, tmp_path):
     assert "".join(resumed) == rest
 
 
-async def test_a_stream_abandoned_midway_is_not_recorded(tmp_path):
+async def test_a_stream_abandoned_midway_is_recorded_with_what_was_received(tmp_path):
     source = write_jsonl(
         tmp_path / "src.jsonl", [{"call": 0, "playbook": "Main", "response": MAIN_0}]
     )
@@ -291,8 +292,177 @@ async def test_a_stream_abandoned_midway_is_not_recorded(tmp_path):
     client = RecordingClient(ReplayClient(source), record)
     stream = client.stream(LLMRequest([], 0, "Main"))
     assert await stream.__anext__() == MAIN_0[:12]
-    await stream.aclose()
+    assert await stream.__anext__() == MAIN_0[12:24]
+    assert not record.exists()  # nothing is written while the call is going on
+    await stream.aclose()  # the reader stops early, as a turn that reached Return does
+    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    assert rows == [{"call": 0, "playbook": "Main", "response": MAIN_0[:24], "complete": False}]
+
+
+async def test_a_failed_call_is_not_recorded(tmp_path):
+    record = tmp_path / "rec.jsonl"
+    client = RecordingClient(ReplayClient(tmp_path / "missing.jsonl"), record)
+    with pytest.raises(LLMError):
+        await collect(client, LLMRequest([], 0, "Main"))
     assert not record.exists()
+
+
+# A real model often writes on after the code: text the server holds back
+# until the test ends, so the turn reaches Return and stops reading long before
+# the stream would end (what made `--record` save nothing for hello.pb).
+HELLO = json.loads((ROOT / "examples" / "hello.replay.jsonl").read_text())["response"]
+TAIL = "\nThat is all: the program greeted the user and returned." * 5
+
+
+def test_record_saves_the_call_a_return_abandons_and_replay_reproduces_the_run(tmp_path, capsys):
+    """hello.pb against the server over real HTTP through litellm: the file is
+    written, and replaying it gives the same transcript."""
+    import threading
+
+    from playbooks.cli import main
+
+    release = threading.Event()
+    size = 8
+    held_from = (len(HELLO) + size) // size + 1  # chunks after the closing fence
+
+    def hold(request_number: int, chunk_number: int) -> None:
+        if chunk_number >= held_from:
+            release.wait(10)  # the client has gone by then: the write fails
+            raise ConnectionAbortedError("released")
+
+    program = str(ROOT / "examples" / "hello.pb")
+    record = tmp_path / "rec.jsonl"
+    config = tmp_path / "playbooks.toml"
+    script = ScriptResponder({"Main": [HELLO + TAIL]})
+    try:
+        with ScriptedLLMServer(script, chunk_size=size, on_chunk=hold) as srv:
+            config.write_text(f'[model]\nname = "openai/test-model"\napi_base = "{srv.url}"\n')
+            code = main(["run", program, "--config", str(config), "--record", str(record)])
+            live = capsys.readouterr().out
+            release.set()
+    finally:
+        release.set()
+    assert code == 0, live
+    assert live == (
+        "Greeter: Hello! Welcome to Playbooks.\n"
+        "Greeter: Fun fact: an octopus has three hearts and blue blood.\n"
+    )
+    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [(r["call"], r["playbook"]) for r in rows] == [(0, "Main")]
+    response = rows[0]["response"]  # what arrived until Return stopped the reader
+    assert 'await Return("done")' in response and (HELLO + TAIL).startswith(response)
+    assert rows[0]["complete"] is False
+    config.write_text("")
+    assert main(["run", program, "--config", str(config), "--model", f"replay:{record}"]) == 0
+    assert capsys.readouterr().out == live
+
+
+def test_record_keeps_every_finished_call_when_the_process_is_killed(tmp_path):
+    """A kill -9 loses only the call still streaming: Sub's call, abandoned at
+    its Return, is on disk before Main goes on."""
+    import signal
+    import threading
+
+    from killing import child_env
+
+    main_code = (
+        '```python\n$x = await Sub()\nawait Say("user", f"got {$x}")\n'
+        '$y = await Yld("user")\nawait Return($y)\n```'
+    )
+    sub_code = '```python\nawait Return("s")\n```'
+    script = {"Main": [main_code + TAIL], "Sub": [sub_code + TAIL]}
+    size = 8
+    release = threading.Event()
+    held_from = {0: (len(main_code) + size) // size + 1, 1: (len(sub_code) + size) // size + 1}
+
+    def hold(request_number: int, chunk_number: int) -> None:
+        if chunk_number >= held_from[request_number]:
+            release.wait(10)
+            raise ConnectionAbortedError("released")
+
+    program = tmp_path / "bot.pb"
+    program.write_text(
+        "# Bot\nA test bot.\n\n## Main\n### Triggers\n- At the beginning\n\n## Sub\n"
+    )
+    record = tmp_path / "rec.jsonl"
+    try:
+        with ScriptedLLMServer(ScriptResponder(script), chunk_size=size, on_chunk=hold) as srv:
+            (tmp_path / "playbooks.toml").write_text(
+                f'[model]\nname = "openai/test-model"\napi_base = "{srv.url}"\n'
+            )
+            child = subprocess.Popen(
+                [sys.executable, "-m", "playbooks.cli", "run", str(program)]
+                + ["--record", str(record)],
+                stdin=subprocess.PIPE,  # open and silent: the reply is awaited
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=tmp_path,
+                env=child_env(),
+            )
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+            release.set()
+    finally:
+        release.set()
+    assert line == "Bot: got s\n"
+    rows = [json.loads(text) for text in record.read_text().splitlines()]
+    assert [(r["call"], r["playbook"]) for r in rows] == [(1, "Sub")]
+    assert 'await Return("s")' in rows[0]["response"]
+
+
+def test_missing_key_is_named_before_litellm_is_needed():
+    from playbooks.llm.client import missing_key
+
+    assert missing_key("openai/gpt-4o-mini", {}) == "OPENAI_API_KEY"
+    assert missing_key("gpt-4o-mini", {}) == "OPENAI_API_KEY"
+    assert missing_key("gemini/gemini-2.0-flash", {}) == "GEMINI_API_KEY or GOOGLE_API_KEY"
+    assert missing_key("gemini/x", {"GOOGLE_API_KEY": "k"}) is None
+    assert missing_key("anthropic/claude", {"ANTHROPIC_API_KEY": "k"}) is None
+    assert missing_key("ollama/llama3", {}) is None  # unknown to us: litellm decides
+
+
+async def test_a_missing_key_fails_at_once_with_the_offline_hint(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    client = LiteLLMClient("openai/gpt-4o-mini")
+    with pytest.raises(LLMError) as info:
+        await collect(client, LLMRequest([], 0, "Main"))
+    message = str(info.value)
+    assert "openai/gpt-4o-mini" in message and "set OPENAI_API_KEY" in message
+    assert "--model replay:FILE" in message and "\n" not in message
+
+
+# --- paced replay ----------------------------------------------------------------
+
+
+async def test_paced_replay_waits_like_a_live_model(tmp_path):
+    from playbooks.llm.replay import LIVE_PACE, Pace
+
+    path = write_jsonl(tmp_path / "r.jsonl", [{"call": 0, "playbook": "Main", "response": MAIN_0}])
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    pace = Pace(tokens_per_second=20, chars_per_token=4, first=0.5)
+    chunks = await collect(ReplayClient(path, pace=pace, sleep=sleep), LLMRequest([], 0, "Main"))
+    assert "".join(chunks) == MAIN_0 and max(len(c) for c in chunks) == 4
+    assert len(waits) == len(chunks) and waits[0] == 0.5 and set(waits[1:]) == {0.05}
+    paced = make_client(f"replay+paced:{path}")
+    assert isinstance(paced, ReplayClient) and paced.pace == LIVE_PACE
+    assert make_client(f"replay:{path}").pace is None
+
+
+def test_the_story_example_takes_about_twenty_seconds_paced():
+    """examples/story.pb is for stopping by hand: several messages over ~20 s."""
+    from playbooks.llm.replay import LIVE_PACE, load_replay
+
+    entries = load_replay(ROOT / "examples" / "story.replay.jsonl")
+    total = sum(sum(LIVE_PACE.delays(e.response)) for e in entries.values())
+    says = sum(e.response.count("await Say(") for e in entries.values())
+    assert 15 <= total <= 30 and says >= 8
 
 
 def test_make_client_picks_the_client():

@@ -6,15 +6,18 @@ command that never talks to a model (check, executions list) should not pay.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .prompts import continuation_messages
 
 REPLAY_PREFIX = "replay:"
+PACED_REPLAY_PREFIX = "replay+paced:"
+OFFLINE_HINT = "to run offline, use --model replay:FILE"
 
 
 @dataclass
@@ -43,6 +46,56 @@ class LLMClient(Protocol):
     """Anything that streams a reply; used as `async for text in c.stream(r)`."""
 
     def stream(self, request: LLMRequest) -> AsyncIterator[str]: ...
+
+
+#: Told "start" when a call is sent, "first" when its first text arrives and
+#: "end" when its stream ends, fails or is abandoned: the terminal shows a
+#: spinner meanwhile. One listener at most; it must not raise.
+CallListener = Callable[[str, "LLMRequest"], None]
+_listener: CallListener | None = None
+
+
+def set_call_listener(listener: CallListener | None) -> None:
+    """Install (or with None remove) the one listener told about LLM calls."""
+    global _listener
+    _listener = listener
+
+
+def notify(event: str, request: LLMRequest) -> None:
+    if _listener is not None:
+        try:
+            _listener(event, request)
+        except Exception:  # noqa: BLE001 - a progress display never breaks a run
+            pass
+
+
+# The key each provider needs, checked before litellm is imported (which takes
+# seconds) so that a missing key fails at once with a hint instead of an
+# "HTTP 500" later. Providers not listed are left to litellm.
+PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "mistral": ("MISTRAL_API_KEY",),
+    "groq": ("GROQ_API_KEY",),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "openrouter": ("OPENROUTER_API_KEY",),
+    "xai": ("XAI_API_KEY",),
+    "cohere": ("COHERE_API_KEY",),
+}
+_BARE_OPENAI = re.compile(r"^(gpt-|o\d|chatgpt-)")
+
+
+def missing_key(model: str, env: dict[str, str] | None = None) -> str | None:
+    """The environment variable a model needs and lacks, as 'A or B'; None if fine or unknown."""
+    env = dict(os.environ) if env is None else env
+    provider, slash, _ = model.partition("/")
+    if not slash:
+        provider = "openai" if _BARE_OPENAI.match(model) else ""
+    names = PROVIDER_KEYS.get(provider)
+    if not names or any(env.get(name) for name in names):
+        return None
+    return " or ".join(names)
 
 
 _LITELLM: Any = None
@@ -128,7 +181,26 @@ class LiteLLMClient:
             api_key = os.environ.get("OPENAI_API_KEY") or "sk-local"
         self.api_key = api_key
 
+    def _fail(self, request: LLMRequest, reason: str) -> LLMError:
+        return LLMError(
+            f"LLM call #{request.call_index} ({request.playbook}) to {self.model} "
+            f"failed: {reason}; {OFFLINE_HINT}"
+        )
+
     async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
+        if self.api_key is None and self.api_base is None:
+            needed = missing_key(self.model)
+            if needed:
+                raise self._fail(request, f"no API key: set {needed}")
+        notify("start", request)
+        try:
+            async with contextlib.aclosing(self._stream(request)) as texts:
+                async for text in texts:
+                    yield text
+        finally:
+            notify("end", request)
+
+    async def _stream(self, request: LLMRequest) -> AsyncIterator[str]:
         litellm = _litellm()
         kwargs: dict[str, Any] = {
             "model": self.model,
@@ -141,6 +213,7 @@ class LiteLLMClient:
         if self.api_key:
             kwargs["api_key"] = self.api_key
         response: Any = None
+        first = True
         try:
             response = await litellm.acompletion(**kwargs)
             async for chunk in response:
@@ -149,12 +222,12 @@ class LiteLLMClient:
                     continue
                 text = getattr(choices[0].delta, "content", None)
                 if text:
+                    if first:
+                        first = False
+                        notify("first", request)
                     yield text
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line
-            raise LLMError(
-                f"LLM call #{request.call_index} ({request.playbook}) to {self.model} "
-                f"failed: {describe_error(exc, self.api_base)}"
-            ) from None
+            raise self._fail(request, describe_error(exc, self.api_base)) from None
         finally:
             close = getattr(response, "aclose", None)
             if close is not None:
@@ -172,12 +245,15 @@ def make_client(
     api_key: str | None = None,
     record: str | None = None,
 ) -> LLMClient:
-    """Pick the client for a model id: `replay:PATH` replays a file."""
-    from .replay import RecordingClient, ReplayClient
+    """Pick the client for a model id: `replay:PATH` replays a file, and
+    `replay+paced:PATH` replays it at the pace of a live model."""
+    from .replay import LIVE_PACE, RecordingClient, ReplayClient
 
     client: LLMClient
     if model.startswith(REPLAY_PREFIX):
         client = ReplayClient(model[len(REPLAY_PREFIX) :])
+    elif model.startswith(PACED_REPLAY_PREFIX):
+        client = ReplayClient(model[len(PACED_REPLAY_PREFIX) :], pace=LIVE_PACE)
     else:
         client = LiteLLMClient(model, temperature=temperature, api_base=api_base, api_key=api_key)
     if record:

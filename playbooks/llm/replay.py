@@ -3,20 +3,46 @@
 A replay file is JSONL, one `{"call": n, "playbook": "Main", "response": "..."}`
 per line. Calls are matched by their ordinal in the execution, which is stable
 across crash and resume, so a resumed run replays the same responses.
+
+`replay:FILE` streams as fast as the code takes it (tests, CI). `replay+paced:FILE`
+streams like a live model (a short wait before the first token, then about
+25 tokens a second), so a person can watch a run and stop it by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .client import LLMClient, LLMError, LLMRequest
+from .client import LLMClient, LLMError, LLMRequest, notify
 
 CHUNK_SIZE = 12
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast a paced replay streams: ``first`` seconds before the first
+    chunk, then ``tokens_per_second`` chunks of ``chars_per_token`` characters."""
+
+    tokens_per_second: float = 25.0
+    chars_per_token: int = 4
+    first: float = 0.6
+
+    def delays(self, text: str) -> list[float]:
+        """The wait before each chunk of ``text``; their sum is the call's duration."""
+        count = -(-len(text) // self.chars_per_token)
+        if count == 0:
+            return []
+        return [self.first] + [1.0 / self.tokens_per_second] * (count - 1)
+
+
+#: The pace of ``replay+paced:``: a mid-sized hosted model.
+LIVE_PACE = Pace()
 
 
 @dataclass
@@ -67,9 +93,18 @@ class ReplayClient:
     """Streams recorded responses by call index, in small chunks so the
     executor sees a real stream."""
 
-    def __init__(self, path: str | os.PathLike[str], *, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        pace: Pace | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         self.path = str(path)
-        self.chunk_size = max(1, chunk_size)
+        self.pace = pace
+        self.chunk_size = pace.chars_per_token if pace else max(1, chunk_size)
+        self.sleep = sleep
         self._entries: dict[int, ReplayEntry] | None = None
 
     def _entry(self, request: LLMRequest) -> ReplayEntry:
@@ -91,6 +126,15 @@ class ReplayClient:
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
         entry = self._entry(request)
+        notify("start", request)
+        try:
+            async with contextlib.aclosing(self._stream(entry, request)) as texts:
+                async for text in texts:
+                    yield text
+        finally:
+            notify("end", request)
+
+    async def _stream(self, entry: ReplayEntry, request: LLMRequest) -> AsyncIterator[str]:
         text = entry.response
         if request.partial:
             text = _normalise(text)
@@ -102,13 +146,26 @@ class ReplayClient:
                     "prefix of the recorded response"
                 )
             text = text[len(partial) :]
-        for start in range(0, len(text), self.chunk_size):
+        delays = self.pace.delays(text) if self.pace else []
+        for number, start in enumerate(range(0, len(text), self.chunk_size)):
+            if delays:
+                await self.sleep(delays[number])
+            if number == 0:
+                notify("first", request)
             yield text[start : start + self.chunk_size]
             await asyncio.sleep(0)  # let the consumer run between chunks
 
 
 class RecordingClient:
-    """Wraps a client and appends each completed call to a replay file."""
+    """Wraps a client and appends each call to a replay file when its stream
+    ends or is abandoned.
+
+    A turn that reaches ``Return`` stops reading before the stream ends; the
+    text received until then is what the run executed (and more), so it is
+    written: replaying it stops at the same ``Return``. Each call is one line,
+    flushed and fsynced before the next call starts, so a kill loses nothing
+    already recorded. A call that failed (an LLMError) is not recorded.
+    """
 
     def __init__(self, inner: LLMClient, path: str | os.PathLike[str]) -> None:
         self.inner = inner
@@ -116,14 +173,27 @@ class RecordingClient:
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
         received: list[str] = []
-        async for text in self.inner.stream(request):
-            received.append(text)
-            yield text
-        # Only reached when the stream completed: a cut call is never recorded.
-        response = (request.partial or "") + "".join(received)
-        self._append(
-            {"call": request.call_index, "playbook": request.playbook, "response": response}
-        )
+        complete = False
+        failed = False
+        try:
+            async with contextlib.aclosing(self.inner.stream(request)) as texts:
+                async for text in texts:
+                    received.append(text)
+                    yield text
+            complete = True
+        except LLMError:
+            failed = True
+            raise
+        finally:
+            # Reached also when the reader stopped early (GeneratorExit) or its
+            # task was cancelled: a call abandoned after Return is still saved.
+            if not failed and (complete or received or request.partial):
+                response = (request.partial or "") + "".join(received)
+                record = {"call": request.call_index, "playbook": request.playbook}
+                record["response"] = response
+                if not complete:
+                    record["complete"] = False
+                self._append(record)
 
     def _append(self, record: dict) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
