@@ -30,6 +30,7 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "recovery": ("benchmarks.recovery", "4. Recovery time"),
     "storage": ("benchmarks.storage", "5. Storage growth"),
     "coldstart": ("benchmarks.cold_start", "6. Cold start"),
+    "resume": ("benchmarks.resume_api", "7. resume_from_checkpoint after many statements"),
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
@@ -117,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"run only this measurement (repeatable): {', '.join(MEASUREMENTS)}",
     )
     parser.add_argument(
-        "--output", type=Path, default=RESULTS, metavar="FILE", help=f"default {RESULTS}"
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"where to write the table (default {RESULTS}; with --only, nowhere)",
     )
     args = parser.parse_args(argv)
     chosen = args.only or list(MEASUREMENTS)
@@ -140,8 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sections.append((title, rows))
     elapsed = time.perf_counter() - started
     print(plain(sections))
-    write_results(sections, args.quick, elapsed, args.output)
-    print(f"\nwrote {args.output} ({elapsed:.0f} s)")
+    output = args.output or (None if args.only else RESULTS)
+    if output is not None:  # a partial run never overwrites the full table
+        write_results(sections, args.quick, elapsed, output)
+        print(f"\nwrote {output} ({elapsed:.0f} s)")
     return 1 if failed else 0
 
 
