@@ -365,3 +365,18 @@ def test_python_block_globals_get_journaled_clocks() -> None:
     assert namespace["uuid4"] is not uuid.uuid4
     assert isinstance(datetime.now(), namespace["datetime"])
     assert time.time is time.time  # the real modules are untouched
+
+
+async def test_tasks_in_a_loop_keep_their_keys_when_earlier_gathers_replay(tmp_path: Path) -> None:
+    """A replayed gather starts no tasks: the next iteration's tasks must still get
+    the keys they had in the first life, or their finished awaits would run again."""
+    code = (
+        "import asyncio\n"
+        "async def pair(i):\n"
+        "    await Say('user', f'a{i}')\n"
+        "    return await Double(i)\n"
+        "for i in range(3):\n"
+        "    $r = await asyncio.gather(pair(i), pair(i + 10))\n"
+        "    await Say('user', str($r))\n"
+    )
+    assert len(await assert_exact(tmp_path, code)) == 15

@@ -12,9 +12,10 @@ instead of handing the record to the wrong call.
 Keys are ``(turn, statement, seq)``. Inside a statement ``seq`` counts the
 awaits in the order they are reached, which is deterministic once earlier
 awaits replay their results. Tasks started by the statement (``gather``,
-``create_task``) get their own counters, named by the order in which they
-were created (``t0-0``, ``t1-0``...), so keys never depend on which task
-finished first.
+``create_task``) get their own counters, named after the await that started
+them and their order there (``3~0-0``, ``3~1-0``: the first await of the
+first and second task started by await 3), so keys never depend on which task
+finished first, nor on tasks an earlier, replayed await no longer starts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import hashlib
 import inspect
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 JOURNAL_NAME = "__pb_j__"
@@ -201,6 +202,7 @@ class Scope:
     spawned: int = 0
     drawn: int = 0  # nondeterministic values drawn
     live: int = 0  # awaits that really ran
+    sites: dict[str, int] = field(default_factory=dict)  # tasks started per await
 
     def next_key(self) -> Key:
         q: int | str = self.seq if not self.prefix else f"{self.prefix}-{self.seq}"
@@ -212,15 +214,23 @@ class Scope:
         self.drawn += 1
         return (self.turn, self.statement, q)
 
-    def child(self) -> Scope:
-        name = f"{self.prefix}-t{self.spawned}" if self.prefix else f"t{self.spawned}"
-        self.spawned += 1
+    def child(self, site: str | None = None) -> Scope:
+        """The scope of a task started here: by the await ``site`` (a key), or by plain code."""
+        if site is not None:
+            count = self.sites.get(site, 0)
+            self.sites[site] = count + 1
+            name = f"{site}~{count}"
+        else:
+            name = f"{self.prefix}-t{self.spawned}" if self.prefix else f"t{self.spawned}"
+            self.spawned += 1
         return Scope(self.journal, self.turn, self.statement, prefix=name)
 
 
 _SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
     "playbooks_scope", default=None
 )
+#: The await (its ``seq`` as text) whose call is running in this task: tasks it starts are named after it.
+_SITE: contextvars.ContextVar[str | None] = contextvars.ContextVar("playbooks_site", default=None)
 
 
 def enter_scope(scope: Scope) -> contextvars.Token:
@@ -275,7 +285,12 @@ class _Dispatch:
             if entry.error is not None:
                 raise entry.error
             return entry.value
-        return await _record(scope, key, fn(*args, **kwargs), callee, dig)
+        site = _SITE.set(str(key[2]))
+        try:
+            awaitable = fn(*args, **kwargs)  # gather() starts its tasks here
+        finally:
+            _SITE.reset(site)
+        return await _record(scope, key, awaitable, callee, dig)
 
     async def wait(self, awaitable: Any) -> Any:
         scope = _SCOPE.get()
@@ -305,6 +320,7 @@ async def _record(scope: Scope, key: Key, awaitable: Awaitable[Any], callee: str
     events: dict = {}
     reset_call = CURRENT_CALL.set(journal.call_id(key))
     reset_events = _EVENTS.set(events)
+    reset_site = _SITE.set(str(key[2]))  # wait_for() may start a task while we wait
     try:
         if journal.around is not None:
             value = await journal.around(awaitable)
@@ -314,6 +330,7 @@ async def _record(scope: Scope, key: Key, awaitable: Awaitable[Any], callee: str
         await _sink(journal, key, None, error, events, callee, dig)
         raise
     finally:
+        _SITE.reset(reset_site)
         _EVENTS.reset(reset_events)
         CURRENT_CALL.reset(reset_call)
     await _sink(journal, key, value, None, events, callee, dig)
@@ -366,22 +383,22 @@ def _task_factory(loop: asyncio.AbstractEventLoop, coro: Coroutine, **kwargs: An
     scope = _SCOPE.get()
     if scope is None:
         return asyncio.Task(coro, loop=loop, **kwargs)
-    child = scope.child()
-    call = CURRENT_CALL.get()
+    child = scope.child(_SITE.get())
+    call = child.journal.call_id((child.turn, child.statement, child.prefix))
     context = kwargs.pop("context", None)
-    if context is not None:  # Python >= 3.11 may hand us a context to run in
-        context.run(_SCOPE.set, child)
-        if call:
-            context.run(CURRENT_CALL.set, f"{call}:{child.prefix}")
+    if context is None:
+        context = contextvars.copy_context()
+    context.run(_enter_task, child, call)
+    if sys.version_info >= (3, 11):
         return asyncio.Task(coro, loop=loop, context=context, **kwargs)
-    token = _SCOPE.set(child)  # the task copies the current context when it is made
-    call_token = CURRENT_CALL.set(f"{call}:{child.prefix}") if call else None
-    try:
-        return asyncio.Task(coro, loop=loop, **kwargs)
-    finally:
-        if call_token is not None:
-            CURRENT_CALL.reset(call_token)
-        _SCOPE.reset(token)
+    return context.run(asyncio.Task, coro, loop=loop, **kwargs)  # 3.10 copies the running context
+
+
+def _enter_task(scope: Scope, call: str) -> None:
+    """In a new task's context: its own key counter, and the frame id its playbook calls get."""
+    _SCOPE.set(scope)
+    _SITE.set(None)
+    CURRENT_CALL.set(call)
 
 
 def _install_task_factory() -> None:
@@ -417,4 +434,3 @@ __all__ = [
     "journal_awaits",
     "note",
 ]
-del sys
