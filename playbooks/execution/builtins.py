@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .executor import PlaybookReturn
-from .journal import CURRENT_CALL, note
+from .journal import CURRENT_CALL, current_scope, note
 
 
 class ProgramEnd(BaseException):
@@ -47,16 +47,23 @@ class Artifact:
 
 
 def make_builtins(
-    *, agent: str, frame_id: str, conversation: Conversation, namespace: dict[str, Any]
+    *, agent: str, frame_id: str | None, conversation: Conversation, namespace: dict[str, Any]
 ) -> dict[str, Any]:
-    """Built-ins bound to one frame: ``namespace`` is that frame's namespace."""
+    """Built-ins bound to one namespace: a frame's, or (``frame_id`` None) the agent's,
+    where the frame is the one whose statement is running."""
+
+    def frame() -> str:
+        if frame_id is not None:
+            return frame_id
+        scope = current_scope()
+        return scope.journal.frame_id if scope is not None else "main"
 
     def call_id() -> str:
-        return CURRENT_CALL.get() or f"{frame_id}/direct"
+        return CURRENT_CALL.get() or f"{frame()}/direct"
 
     async def Step(step: str) -> None:
         note("step", str(step))
-        conversation.step(agent=agent, frame=frame_id, step=str(step))
+        conversation.step(agent=agent, frame=frame(), step=str(step))
 
     async def Say(target: str, text: Any) -> None:
         message = {"id": call_id(), "agent": agent, "to": str(target), "text": str(text)}

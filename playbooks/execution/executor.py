@@ -96,6 +96,8 @@ class StreamingPythonExecutor:
         record_text: bool = True,
         pure: frozenset[str] = frozenset(),
         rerun: frozenset[str] = frozenset(),
+        provided: dict[str, int] | None = None,
+        defined: set[str] | None = None,
     ) -> None:
         self.agent = agent
         self.namespace: dict[str, Any] = namespace if namespace is not None else {}
@@ -110,7 +112,10 @@ class StreamingPythonExecutor:
         self.executed: list[str] = []
         self.error: BaseException | None = None
         self.finalized = False
-        self._provided = {k: id(v) for k, v in self.namespace.items()}
+        # runtime-provided entries (never checkpointed): given, or what the namespace holds now
+        self._provided = (
+            provided if provided is not None else {k: id(v) for k, v in self.namespace.items()}
+        )
         if variables:
             self.namespace.update(variables)
         self._record_text = record_text
@@ -121,7 +126,8 @@ class StreamingPythonExecutor:
         self.position: tuple[int, int] | None = None
         self._replay: dict[Any, dict] = {}
         self.definitions: list[str] = []  # imports/defs/classes run so far (source)
-        self._defined: set[str] = set()  # names they bound, not data to checkpoint
+        # names they bound, not data to checkpoint (shared by the frames of one namespace)
+        self._defined: set[str] = defined if defined is not None else set()
         self._known_response: str | None = None
         self._recorded = 0  # characters of the response already durable
         self._recorded_done = False

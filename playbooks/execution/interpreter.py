@@ -84,6 +84,11 @@ class Interpreter:
     llm_calls: int = 0
     _claimed: set[str] = field(default_factory=set)
     _stack: list[str] = field(default_factory=list)
+    #: The agent's state: one namespace shared by all its Markdown playbooks, so
+    #: ``$name`` set by one playbook is read by another (arguments are per call).
+    _state: dict[str, Any] | None = None
+    _base: dict[str, int] = field(default_factory=dict)  # runtime-provided names in it
+    _defined: set[str] = field(default_factory=set)  # names bound by imports/defs in it
 
     def __post_init__(self) -> None:
         journal_globals(self.python_globals)  # the python blocks' clocks and chance replay too
@@ -172,7 +177,7 @@ class Interpreter:
             self.manager.record_end(frame_id, value)
         return value
 
-    def _namespace(self, frame_id: str, *, generated: bool) -> dict[str, Any]:
+    def _namespace(self, frame_id: str | None, *, generated: bool) -> dict[str, Any]:
         namespace: dict[str, Any] = dict(self.python_globals)
         namespace.update(self.callables())
         namespace.update(
@@ -250,10 +255,32 @@ class Interpreter:
         return None
 
     # -- Markdown playbooks: a loop of LLM turns -------------------------------
+    def agent_state(self) -> dict[str, Any]:
+        """The namespace every Markdown playbook of this agent runs in (made once)."""
+        if self._state is None:
+            self._state = self._namespace(None, generated=True)
+            self._base = {k: id(v) for k, v in self._state.items()}
+        return self._state
+
     async def _run_markdown(
         self, spec: PlaybookSpec, frame_id: str, variables: dict, stored: Any
     ) -> Any:
-        provided = self._namespace(frame_id, generated=True)
+        namespace = self.agent_state()
+        missing = object()
+        saved = {name: namespace.get(name, missing) for name in spec.params}
+        namespace.update(variables)  # the arguments, or on resume the state it had saved
+        try:
+            return await self._turns(spec, frame_id, namespace, variables, stored)
+        finally:  # the caller's values of the argument names come back
+            for name, value in saved.items():
+                if value is missing:
+                    namespace.pop(name, None)
+                else:
+                    namespace[name] = value
+
+    async def _turns(
+        self, spec: PlaybookSpec, frame_id: str, namespace: dict, variables: dict, stored: Any
+    ) -> Any:
         turn = stored.turn if stored is not None else 0
         history: list[tuple[str, str]] = []
         if stored is not None:
@@ -263,9 +290,14 @@ class Interpreter:
         resuming = stored is not None and turn < len(stored.texts)
         definitions: list[str] = []
         while True:
-            namespace = dict(provided)
             executor = self._executor(
-                frame_id, namespace, variables, turn=turn, checker=self._checker(namespace)
+                frame_id,
+                namespace,
+                {},
+                turn=turn,
+                checker=self._checker(namespace),
+                provided=self._base,
+                defined=self._defined,
             )
             if stored is not None and not definitions:
                 executor.restore_definitions(stored.defs)
