@@ -79,6 +79,9 @@ class ExecutionState:
     status: str = "running"
     message: str = ""
     transcript: list[dict] = field(default_factory=list)
+    #: The agent's variables, shared by its Markdown playbooks: kept apart from the
+    #: frames so that a playbook that has returned leaves its changes behind.
+    agent_vars: dict[str, Any] = field(default_factory=dict)
     last_frame: str | None = None
     timestamp: float = 0.0
 
@@ -156,6 +159,11 @@ class ExecutionState:
             frame.vars[name] = serialization.apply(frame.vars.get(name), delta)
         for name in r.get("del", ()):
             frame.vars.pop(name, None)
+        if frame.kind == "markdown":
+            for name in r.get("vars", {}):
+                self.agent_vars[name] = frame.vars[name]
+            for name in r.get("del", ()):
+                self.agent_vars.pop(name, None)
         frame.turn = t
         frame.cursor = i
         frame.pos = r.get("pos")

@@ -71,6 +71,8 @@ def make_builtins(
         note("say", message)
 
     async def Yld(source: str = "user") -> str:
+        if str(source).strip().lower() == "exit":
+            raise ProgramEnd()
         text = await conversation.reply(id=call_id(), agent=agent)
         note("consumed", conversation.consumed)
         return text

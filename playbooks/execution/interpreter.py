@@ -21,7 +21,7 @@ from typing import Any
 
 from ..language import AgentSpec, PlaybookSpec
 from ..llm import LLMError, LLMRequest, TurnContext, build_messages
-from .builtins import Conversation, ProgramEnd, make_builtins
+from .builtins import AwaitingInput, Conversation, ProgramEnd, make_builtins
 from .executor import PlaybookReturn, StreamingPythonExecutor
 from .journal import CURRENT_CALL
 from .nondeterminism import journal_globals
@@ -30,11 +30,65 @@ from .stream import run_stream
 
 ROOT = "main"
 #: Awaits without a timeout: the person's reply, and the built-ins (quick, local).
-UNTIMED = frozenset({"Yld", "Step", "Say", "Return", "Var", "Artifact", "EndProgram"})
+UNTIMED = frozenset(
+    {
+        "Yld",
+        "Step",
+        "Say",
+        "Return",
+        "Var",
+        "Artifact",
+        "EndProgram",
+        "NextMessage",
+        "HandleMessage",
+    }
+)
 #: Built-ins with no effect outside the process: no fsync is needed before them.
 PURE = frozenset({"Step", "Return", "Var", "Artifact"})
 #: Built-ins that bind names: run again on replay so the binding is not lost.
 RERUN = frozenset({"Var", "Artifact"})
+
+
+SERVE = PlaybookSpec(
+    name="ServeMessages",
+    kind="python",
+    params=[],
+    returns=None,
+    description="After the begin playbooks: answer each message of the person.",
+    triggers=[],
+    steps=[],
+    notes="",
+    line=0,
+    public=False,
+    source="",
+    body_source=(
+        "while True:\n"
+        "    message = await __pb_next__()\n"
+        "    if message is None:\n"
+        "        break\n"
+        "    await __pb_handle__(message)\n"
+    ),
+    body_line=1,
+)
+HANDLE_SOURCE = """## HandleMessage($message)
+A message from the user has arrived: $message.
+Handle it: if one of the playbooks' triggers matches it, call that playbook;
+otherwise answer the user with Say. Call Return() when the message is handled.
+If the user wants to stop, call EndProgram().
+"""
+HANDLE = PlaybookSpec(
+    name="HandleMessage",
+    kind="markdown",
+    params=["message"],
+    returns=None,
+    description="Handle one message from the user, with every playbook's triggers in view.",
+    triggers=[],
+    steps=[],
+    notes="",
+    line=0,
+    public=False,
+    source=HANDLE_SOURCE,
+)
 
 
 class ProgramFailed(BaseException):
@@ -95,15 +149,30 @@ class Interpreter:
 
     # -- entry -------------------------------------------------------------
     async def run(self) -> Any:
-        entry = self.agent.entry
-        if entry is None:
+        """Run every begin playbook in order; then, if the agent has other triggers,
+        serve the person's messages until their input ends or the program is ended."""
+        begin = self.agent.begin_playbooks or ([self.agent.entry] if self.agent.entry else [])
+        if not begin:
             raise ProgramFailed(f"agent {self.agent.name} has no playbooks to run")
         if self.manager is not None:
-            self.llm_calls = self.manager.open().llm_calls
+            state = self.manager.open()
+            self.llm_calls = state.llm_calls
+            shared = self.agent_state()
+            for name, value in state.agent_vars.items():  # what returned playbooks left
+                shared[name] = self.manager.decode(value)
+        result = None
         try:
-            return await self.call(entry, (), {})
+            for spec in begin:
+                result = await self.call(spec, (), {})
+            if self.serves():
+                await self.call(SERVE, (), {})
         except ProgramEnd:
             return None
+        return result
+
+    def serves(self) -> bool:
+        """Does the agent answer messages after its begin playbooks (other triggers)?"""
+        return any(p.triggers and not p.begin for p in self.agent.playbooks)
 
     def callables(self) -> dict[str, Callable[..., Any]]:
         """Every playbook of the agent as an awaitable function."""
@@ -130,6 +199,8 @@ class Interpreter:
         return frame_id, parent
 
     def _bind(self, spec: PlaybookSpec, args: tuple, kwargs: dict) -> dict[str, Any]:
+        if spec is SERVE:
+            return {}
         if spec.kind == "python":
             fn = self.python_globals[spec.name]
             bound = inspect.signature(fn).bind(*args, **kwargs)
@@ -236,11 +307,14 @@ class Interpreter:
     async def _run_python(
         self, spec: PlaybookSpec, frame_id: str, variables: dict, stored: Any
     ) -> Any:
+        namespace = self._namespace(frame_id, generated=False)
+        if spec is SERVE:
+            namespace.update(self._serving(namespace))
         executor = self._executor(
             frame_id,
-            self._namespace(frame_id, generated=False),
+            namespace,
             variables,
-            filename=self.program_path,
+            filename="<serve>" if spec is SERVE else self.program_path,
             line_offset=spec.body_line - 1,
             python_body=True,
         )
@@ -253,6 +327,22 @@ class Interpreter:
         except PlaybookReturn as done:
             return done.value
         return None
+
+    def _serving(self, namespace: dict[str, Any]) -> dict[str, Any]:
+        """The two calls of the serving loop: the next message (None when input ends),
+        and one turn of the model on it with every trigger in view."""
+        reply = namespace["Yld"]
+
+        async def NextMessage() -> str | None:
+            try:
+                return await reply("user")
+            except AwaitingInput:  # the person's input ended: the conversation is over
+                return None
+
+        async def HandleMessage(message: str) -> Any:
+            return await self.call(HANDLE, (message,), {})
+
+        return {"__pb_next__": NextMessage, "__pb_handle__": HandleMessage}
 
     # -- Markdown playbooks: a loop of LLM turns -------------------------------
     def agent_state(self) -> dict[str, Any]:
