@@ -71,8 +71,11 @@ def make_builtins(
         note("say", message)
 
     async def Yld(source: str = "user") -> str:
-        if str(source).strip().lower() == "exit":
+        target = str(source).strip().lower()
+        if target == "exit":
             raise ProgramEnd()
+        if target == "call":  # the reference dialect's "let queued work run": nothing waits
+            return ""
         text = await conversation.reply(id=call_id(), agent=agent)
         note("consumed", conversation.consumed)
         return text
