@@ -380,3 +380,32 @@ async def test_tasks_in_a_loop_keep_their_keys_when_earlier_gathers_replay(tmp_p
         "    await Say('user', str($r))\n"
     )
     assert len(await assert_exact(tmp_path, code)) == 15
+
+
+async def test_a_plain_statement_is_not_computed_again_after_a_stop(tmp_path: Path) -> None:
+    """`$n = next_id()` awaits nothing; it is checkpointed when it ends, so the
+    resumed run uses the first life's value instead of drawing a new one."""
+    counter = iter(range(100, 200))
+
+    def next_id() -> int:
+        return next(counter)
+
+    code = "$n = next_id()\nawait Say('user', str($n))\n"
+    m = manager(tmp_path)
+    first = World(stop_at=1)
+    ex = StreamingPythonExecutor(
+        None, namespace=first.namespace(next_id=next_id), checkpoint_manager=m
+    )
+    ex.set_llm_response(code)
+    with pytest.raises(Stop):
+        await ex.add_chunk(code)
+        await ex.finalize()
+    m.close()
+    second = World()
+    m = manager(tmp_path)
+    checkpoint = await m.get_latest_checkpoint()
+    await StreamingPythonExecutor.resume_from_checkpoint(
+        None, checkpoint, namespace=second.namespace(next_id=next_id), checkpoint_manager=m
+    )
+    m.close()
+    assert second.calls == [("Say", "user", "100")]
