@@ -341,8 +341,9 @@ async def test_async_loops_and_comprehensions_tick() -> None:
     ns: dict[str, Any] = {"__builtins__": safe_builtins(ALLOWED), BUDGET_NAME: budget}
     ns["agen"] = _agen  # not instrumented: only the generated code's loops count
     src = "x = 1\ngot = [i async for i in agen(10)]\nasync for i in agen(100):\n    pass\n"
+    # async loops are refused in generated code (they cannot be replayed): here
+    # only the instrumentation is under test, so the check is not run
     for number, stmt in enumerate(ast.parse(src).body):
-        check_statement(stmt, allowed_imports=ALLOWED)
         budget.reset()
         module = ast.Module([instrument(stmt)], [])
         code = compile(module, "<generated>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
