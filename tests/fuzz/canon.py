@@ -30,6 +30,7 @@ class Run:
     """What one run (all its lives joined) showed the world."""
 
     trace: list[Any] = field(default_factory=list)  # effects, in order
+    shown: list[Any] = field(default_factory=list)  # CLI: say events (id, text), in order
     outcome: str = "finished"  # "finished", or "Type: message" of the error that ended it
     variables: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what each life did, for reports
@@ -74,9 +75,17 @@ def canonical(run: Run) -> dict[str, Any]:
             return {k: walk(value[k]) for k in sorted(value)}
         return value
 
-    out = walk({"trace": run.trace, "outcome": run.outcome, "variables": run.variables})
+    data = {"trace": run.trace, "shown": run.shown, "outcome": run.outcome}
+    out = walk(data | {"variables": run.variables})
     out["trace"] = _sort_concurrent(out["trace"])
     return out
+
+
+def _first_difference(what: str, a: list[Any], b: list[Any]) -> str:
+    i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    want = json.dumps(a[i]) if i < len(a) else "(nothing more)"
+    saw = json.dumps(b[i]) if i < len(b) else "(nothing more)"
+    return f"{what} {i + 1}: expected {want}, got {saw} ({len(a)} vs {len(b)} in all)"
 
 
 def difference(reference: Run, trial: Run) -> str | None:
@@ -84,13 +93,11 @@ def difference(reference: Run, trial: Run) -> str | None:
     ref, got = canonical(reference), canonical(trial)
     if ref == got:
         return None
-    parts = []
-    a, b = ref["trace"], got["trace"]
-    if a != b:
-        i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-        want = json.dumps(a[i]) if i < len(a) else "(nothing more)"
-        saw = json.dumps(b[i]) if i < len(b) else "(nothing more)"
-        parts.append(f"effect {i + 1}: expected {want}, got {saw} ({len(a)} vs {len(b)} effects)")
+    parts = [
+        _first_difference(what, ref[key], got[key])
+        for key, what in (("trace", "effect"), ("shown", "message shown"))
+        if ref[key] != got[key]
+    ]
     if ref["outcome"] != got["outcome"]:
         parts.append(f"outcome: expected {ref['outcome']!r}, got {got['outcome']!r}")
     if ref["variables"] != got["variables"]:

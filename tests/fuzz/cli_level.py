@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ from .shapes import Shape
 ROOT = Path(__file__).resolve().parents[2]
 MAX_LIVES = 4
 MAX_EFFECTS = 80
+WORKERS = 2  # kill points run two at a time (each a chain of processes)
 IMPORTS = [
     "math", "json", "re", "datetime", "random", "statistics", "itertools", "functools",
     "collections", "string", "textwrap", "decimal", "fractions", "uuid", "time", "asyncio",
 ]  # fmt: skip
 
-PYTHON_BLOCK = '''\
+PYTHON_BLOCK = """\
 import asyncio
 import json
 import os
@@ -103,7 +105,7 @@ async def Process(n: int) -> str:
     inner = await Inner(n)
     await Say("user", f"processed {n}: {inner}")
     return inner
-'''
+"""
 
 
 def program_text(shape: Shape) -> str:
@@ -188,7 +190,9 @@ def run(shape: Shape, workdir: Path, *, kill: int | None = None) -> tuple[Run, b
         if end is None:
             out.outcome = f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
         elif end["status"] == "finished":
-            out.outcome = "finished" if not errors else "finished after code errors: " + "; ".join(errors)
+            out.outcome = (
+                "finished" if not errors else "finished after code errors: " + "; ".join(errors)
+            )
             out.variables = end.get("result") if isinstance(end.get("result"), dict) else {}
         else:
             out.outcome = f"{end['status']}: {end.get('message', '')}"
@@ -197,7 +201,7 @@ def run(shape: Shape, workdir: Path, *, kill: int | None = None) -> tuple[Run, b
         break
     else:
         out.outcome = "never finished"
-    out.trace = _lines(trace) + says
+    out.trace, out.shown = _lines(trace), says
     return out, killed
 
 
@@ -218,16 +222,21 @@ def run_cli(shape: Shape, seed: int, *, kills: list[int] | None = None) -> Progr
         result.effects = len(reference.trace)
         if reference.outcome != "finished":
             result.baseline = f"the uninterrupted run ended with {reference.outcome!r}"
-        for k in kills or range(1, MAX_EFFECTS):
-            trial, killed = run(shape, root / f"k{k}", kill=k)
-            if not killed:
-                break  # the program has fewer than k effects
-            if shape.divergent:
-                problem = check_divergent(trial)
-            else:
-                problem = difference(reference, trial)
-            result.trials.append(Trial(k, problem, trial.notes))
+        points = list(kills or range(1, MAX_EFFECTS))
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for start in range(0, len(points), WORKERS):
+                batch = points[start : start + WORKERS]
+                lives = list(pool.map(lambda k: (k, *run(shape, root / f"k{k}", kill=k)), batch))
+                for k, trial, killed in lives:
+                    if not killed:
+                        break  # the program has fewer than k effects
+                    if shape.divergent:
+                        problem = check_divergent(trial)
+                    else:
+                        problem = difference(reference, trial)
+                    result.trials.append(Trial(k, problem, trial.notes))
+                if not all(killed for _, _, killed in lives):
+                    break
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return result
-

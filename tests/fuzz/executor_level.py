@@ -22,11 +22,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from playbooks import CheckpointManager, FilesystemCheckpointProvider, StreamingPythonExecutor
+
 from .canon import Run
 from .world import Effects, LenientWorld, encode
 
 EXECUTION = "fuzz"
 MAX_LIVES = 4
+#: fsync every trace line (``--fsync``); a SIGKILL loses nothing written without it.
+FSYNC = os.environ.get("FUZZ_FSYNC") == "1"
 
 
 def pieces(text: str, rng: random.Random) -> list[str]:
@@ -51,10 +55,8 @@ def plain_python(text: str) -> str:
 
 
 async def _life(job: dict[str, Any]) -> dict[str, Any]:
-    from playbooks import CheckpointManager, FilesystemCheckpointProvider, StreamingPythonExecutor
-
     mode = Path(job["mode"]) if job.get("mode") else None
-    effects = Effects(Path(job["trace"]), mode, job.get("kill"))
+    effects = Effects(Path(job["trace"]), mode, job.get("kill"), fsync=job.get("fsync", False))
     ns: dict[str, Any] = LenientWorld(effects) if job.get("lenient") else effects.namespace()
     provided = {k: id(v) for k, v in ns.items()}
     text: str = job["text"]
@@ -84,7 +86,9 @@ async def _life(job: dict[str, Any]) -> dict[str, Any]:
                 ex = await StreamingPythonExecutor.resume_from_checkpoint(
                     None, data, namespace=ns, checkpoint_manager=manager
                 )
-                rest = "" if data["metadata"].get("llm_response_complete") else text[len(received) :]
+                rest = (
+                    "" if data["metadata"].get("llm_response_complete") else text[len(received) :]
+                )
             try:
                 if not ex.finalized:
                     for part in pieces(rest, rng):
@@ -112,8 +116,30 @@ def child(job: dict[str, Any]) -> None:
     Path(job["result"]).write_text(json.dumps(result, sort_keys=True))
 
 
+_warm = False
+
+
+def warm_up() -> None:
+    """Run a tiny program here once, so the modules the runtime imports lazily
+    are loaded before the first fork: each child then starts in milliseconds."""
+    global _warm
+    if _warm:
+        return
+    _warm = True
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        text = "```python\n$x = [1,\n 2]\nawait Emit('x', $x)\n```\n"
+        job = {"text": text, "store": f"{tmp}/s", "trace": f"{tmp}/t", "chunks": "w"}
+        asyncio.run(_life(job))
+        job["plain"] = True
+        asyncio.run(_life(job))
+        asyncio.run(_life({**job, "plain": False}))  # a resume
+
+
 def fork(job: dict[str, Any]) -> int:
     """Run ``child(job)`` in a forked process; its exit code (-9 when SIGKILLed)."""
+    warm_up()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 0
@@ -158,6 +184,7 @@ def run(
             "result": str(workdir / f"result-{life}.json"),
             "lenient": lenient,
             "plain": plain,
+            "fsync": FSYNC,
         }
         code = fork(job)
         bounds.append(len(_read_trace(trace)))

@@ -21,7 +21,7 @@ def call(rng: random.Random, fn: str, args: list[str], indent: str = "") -> str:
         return f"{fn}(\n{inner}{body}{comma}\n{indent})"
     if style == "hang" and len(args) > 1:
         pad = indent + " " * rng.choice([4, 8, len(fn) + 1])
-        return f"{fn}({args[0]},\n" + f",\n".join(pad + a for a in args[1:]) + ")"
+        return f"{fn}({args[0]},\n" + ",\n".join(pad + a for a in args[1:]) + ")"
     return f"{fn}({', '.join(args)})"
 
 

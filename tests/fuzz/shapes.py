@@ -36,8 +36,11 @@ class Shape:
     executor_only: bool = False
     inner: list[str] = field(default_factory=list)  # CLI: responses of Inner, in call order
     returns: list[str] = field(default_factory=list)  # CLI: variables Main returns
+    fenced: bool = False  # the body is already a whole response (corpus)
 
     def response(self) -> str:
+        if self.fenced:
+            return self.body
         return f"```python\n{self.body.rstrip()}\n```\n"
 
 

@@ -55,8 +55,11 @@ def _delay(name: str, args: tuple) -> int:
 class Effects:
     """The effect functions of one process life."""
 
-    def __init__(self, trace: Path, mode_file: Path | None, kill_before: int | None) -> None:
+    def __init__(
+        self, trace: Path, mode_file: Path | None, kill_before: int | None, fsync: bool = False
+    ) -> None:
         self.trace = trace
+        self.fsync = fsync
         self.mode_file = mode_file
         self.kill_before = kill_before
         self.count = 0
@@ -65,8 +68,9 @@ class Effects:
         line = json.dumps([name, encode(list(args))], sort_keys=True) + "\n"
         fd = os.open(self.trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
+            os.write(fd, line.encode())  # a SIGKILL keeps it; fsync is for power loss
+            if self.fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 
