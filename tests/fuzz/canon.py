@@ -99,7 +99,7 @@ def difference(reference: Run, trial: Run) -> str | None:
         if ref[key] != got[key]
     ]
     if ref["outcome"] != got["outcome"]:
-        parts.append(f"outcome: expected {ref['outcome']!r}, got {got['outcome']!r}")
+        parts.append(f"outcome: expected {ref['outcome'][:300]!r}, got {got['outcome'][:300]!r}")
     if ref["variables"] != got["variables"]:
         keys = sorted(set(ref["variables"]) | set(got["variables"]))
         diff = [

@@ -202,6 +202,7 @@ def run(shape: Shape, workdir: Path, *, kill: int | None = None) -> tuple[Run, b
     else:
         out.outcome = "never finished"
     out.trace, out.shown = _lines(trace), says
+    out.outcome = out.outcome.replace(str(workdir), "<workdir>")
     return out, killed
 
 
@@ -219,10 +220,10 @@ def run_cli(shape: Shape, seed: int, *, kills: list[int] | None = None) -> Progr
     root = Path(tempfile.mkdtemp(prefix=f"fuzz-cli-{shape.name}-"))
     try:
         reference, _ = run(shape, root / "ref")
-        result.effects = len(reference.trace)
+        result.effects = len(reference.trace) + len(reference.shown)
         if reference.outcome != "finished":
             result.baseline = f"the uninterrupted run ended with {reference.outcome!r}"
-        points = list(kills or range(1, MAX_EFFECTS))
+        points = [] if result.baseline else list(kills or range(1, MAX_EFFECTS))
         with ThreadPoolExecutor(WORKERS) as pool:
             for start in range(0, len(points), WORKERS):
                 batch = points[start : start + WORKERS]

@@ -15,6 +15,7 @@ stop with a replay-divergence error and never hand the record to the call.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from .shapes import Shape
 
 @dataclass
 class Trial:
-    kill: int  # killed just before this effect (1-based) of the first life
+    kill: int | list[int]  # killed just before this effect (1-based) of the first life,
+    # or, as a list, life i killed before its kill[i]-th effect
     problem: str | None  # None: exact
     notes: list[str] = field(default_factory=list)
 
@@ -55,7 +57,10 @@ class ProgramResult:
         if self.baseline:
             lines.append(f"  uninterrupted run: {self.baseline}")
         for t in self.divergent[:limit]:
-            lines.append(f"  kill before effect {t.kill}: {t.problem}")
+            where = (
+                f"effect {t.kill}" if isinstance(t.kill, int) else f"effects {t.kill} (per life)"
+            )
+            lines.append(f"  kill before {where}: {t.problem}")
             lines += [f"    ({n})" for n in t.notes[-3:]]
         if len(self.divergent) > limit:
             lines.append(f"  ... and {len(self.divergent) - limit} more kill points")
@@ -84,9 +89,15 @@ def check_divergent(trial: Run) -> str | None:
 
 
 def run_executor(
-    shape: Shape, seed: int, *, kills: list[int] | None = None, lenient: bool = False
+    shape: Shape,
+    seed: int,
+    *,
+    kills: list[int] | None = None,
+    lenient: bool = False,
+    repeated: int = 0,
 ) -> ProgramResult:
-    """Every kill point of one program at the executor level."""
+    """Every kill point of one program at the executor level, plus ``repeated``
+    trials in which several lives in a row are killed at random effects."""
     text = shape.response()
     result = ProgramResult("executor", shape.name, seed, text)
     root = Path(tempfile.mkdtemp(prefix=f"fuzz-{shape.name}-"))
@@ -98,10 +109,17 @@ def run_executor(
             problem = difference(plain, reference)
             if problem:
                 result.baseline = f"differs from the same code run as plain Python: {problem}"
-        for k in kills or range(1, result.effects + 1):
+        rng = random.Random(f"repeated:{shape.name}:{seed}")
+        plans: list[int | list[int]] = list(kills or range(1, result.effects + 1))
+        if result.effects:
+            plans += [
+                [rng.randint(1, result.effects) for _ in range(rng.randint(2, 3))]
+                for _ in range(repeated)
+            ]
+        for k in plans:
             trial = executor_level.run(
                 text,
-                root / f"k{k}",
+                root / f"k{k}".replace(" ", ""),
                 kill=k,
                 seed=seed,
                 divergent=shape.divergent,

@@ -28,7 +28,7 @@ from .canon import Run
 from .world import Effects, LenientWorld, encode
 
 EXECUTION = "fuzz"
-MAX_LIVES = 4
+MAX_LIVES = 5
 #: fsync every trace line (``--fsync``); a SIGKILL loses nothing written without it.
 FSYNC = os.environ.get("FUZZ_FSYNC") == "1"
 
@@ -157,14 +157,16 @@ def run(
     text: str,
     workdir: Path,
     *,
-    kill: int | None = None,
+    kill: int | list[int] | None = None,
     plain: bool = False,
     divergent: bool = False,
     lenient: bool = False,
     seed: int = 0,
 ) -> Run:
     """One run of ``text``: a life killed before its ``kill``-th effect, then
-    fresh lives until one ends; returns the effects of all lives joined."""
+    fresh lives until one ends; returns the effects of all lives joined.
+    ``kill`` as a list kills life i before its ``kill[i]``-th effect."""
+    plan = kill if isinstance(kill, list) else [kill]
     workdir.mkdir(parents=True, exist_ok=True)
     trace = workdir / "trace.jsonl"
     mode = workdir / "mode"
@@ -179,7 +181,7 @@ def run(
             "store": str(workdir / "store"),
             "trace": str(trace),
             "mode": str(mode),
-            "kill": kill if life == 0 else None,
+            "kill": plan[life] if life < len(plan) else None,
             "chunks": f"{seed}:{kill}:{life}",
             "result": str(workdir / f"result-{life}.json"),
             "lenient": lenient,

@@ -32,17 +32,21 @@ def build(name: str, seed: int) -> Shape | None:
     return generate(name, seed)
 
 
-def run_one(level: str, name: str, seed: int) -> ProgramResult | None:
-    """One program, every kill point, at one level."""
+def run_one(level: str, name: str, seed: int, repeated: int = 0) -> ProgramResult | None:
+    """One program, every kill point, at one level (plus ``repeated`` trials
+    with several lives killed in a row, at the executor level)."""
     shape = build(name, seed)
     if shape is None:
         return None
     if level == "cli":
         return cli_level.run_cli(shape, seed)
-    return run_executor(shape, seed, lenient=name == "corpus_multiline")
+    return run_executor(shape, seed, lenient=name == "corpus_multiline", repeated=repeated)
 
 
-def plan(count: int, seed: int, cli_every: int, only: str | None) -> list[tuple[str, str, int]]:
+Job = tuple  # (level, shape, seed[, repeated])
+
+
+def plan(count: int, seed: int, cli_every: int, only: str | None, repeated: int = 0) -> list[Job]:
     rng = random.Random(seed)
     names = EXECUTOR_SHAPES + ["mixed"] * 4 + (["corpus_multiline"] * 2 if responses() else [])
     jobs = []
@@ -50,7 +54,7 @@ def plan(count: int, seed: int, cli_every: int, only: str | None) -> list[tuple[
         s = seed + i
         name = only or rng.choice(names)
         if name != "nested_calls":
-            jobs.append(("executor", name, s))
+            jobs.append(("executor", name, s, repeated))
         if cli_every and (i % cli_every == 0 or name == "nested_calls"):
             cli_name = only or rng.choice(CLI_SHAPES + ["mixed"])
             if cli_name != "corpus_multiline":
@@ -58,11 +62,11 @@ def plan(count: int, seed: int, cli_every: int, only: str | None) -> list[tuple[
     return jobs
 
 
-def _run(job: tuple[str, str, int]) -> ProgramResult | None:
+def _run(job: Job) -> ProgramResult | None:
     return run_one(*job)
 
 
-def run_all(jobs: list[tuple[str, str, int]], workers: int = 2) -> list[ProgramResult]:
+def run_all(jobs: list[Job], workers: int = 2) -> list[ProgramResult]:
     """Run programs in ``workers`` processes forked from this warm one."""
     if workers <= 1 or len(jobs) <= 1:
         found = [_run(job) for job in jobs]
@@ -81,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cli-every", type=int, default=25, help="0: executor level only")
     parser.add_argument("--only", choices=sorted([*SHAPES, "mixed", "corpus_multiline"]))
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--repeated", type=int, default=2, help="extra trials a program with several kills in a row"
+    )
     parser.add_argument("--show", type=int, default=5, help="failures to print")
     args = parser.parse_args(argv)
     if not args.many:
         parser.error("give --many (see the module docstring)")
-    jobs = plan(args.count, args.seed, args.cli_every, args.only)
+    jobs = plan(args.count, args.seed, args.cli_every, args.only, args.repeated)
     started = time.monotonic()
     results = run_all(jobs, args.jobs)
     print(summary(results, time.monotonic() - started, args.show))
