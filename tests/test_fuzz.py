@@ -21,7 +21,7 @@ import random
 import pytest
 from fuzz.canon import Run, difference
 from fuzz.corpus import reformat, responses
-from fuzz.differential import ProgramResult
+from fuzz.differential import ProgramResult, check_divergent
 from fuzz.executor_level import plain_python
 from fuzz.many import run_all
 from fuzz.shapes import SHAPES, generate
@@ -133,3 +133,17 @@ def test_comparison_tells_one_id_shown_twice_from_two_ids() -> None:
     assert "effect 2" in (difference(reference, recomputed) or "")
     floats = Run(trace=[["Emit", [1795900000.123456, 0.8141592653589]]])
     assert difference(floats, Run(trace=[["Emit", [1795900001.5, 0.1234567891234]]])) is None
+
+
+def test_divergence_rule_wants_an_error_never_the_recorded_value() -> None:
+    fetched = ["Fetch", ["left", 0]]
+    handed = Run(trace=[fetched, ["Emit", ["v", 0, "fetched:left:0"]]], bounds=[1, 2])
+    assert "handed to another call" in (check_divergent(handed) or "")
+    silent = Run(trace=[fetched, ["Store", ["right", 0]]], bounds=[1, 2])
+    assert "replay-divergence" in (check_divergent(silent) or "")
+    stopped = Run(
+        trace=[fetched], outcome="ReplayDivergenceError: Store is not Fetch", bounds=[1, 1]
+    )
+    assert check_divergent(stopped) is None
+    fresh = Run(trace=[["Store", ["right", 0]]], bounds=[0, 1])
+    assert check_divergent(fresh) is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -68,8 +69,9 @@ class ProgramResult:
 
 
 def divergence_error(outcome: str) -> bool:
-    head = outcome.split(":", 1)[0]
-    return "Divergence" in head or "replay divergence" in outcome.lower()
+    """An error whose class name has "Divergence", or whose message says "replay divergence"
+    (at the CLI level it comes as a code error: ``line N: ReplayDivergence: ...``)."""
+    return bool(re.search(r"\w*Divergence\w*:", outcome)) or "replay divergence" in outcome.lower()
 
 
 def check_divergent(trial: Run) -> str | None:

@@ -46,16 +46,23 @@ def run_one(level: str, name: str, seed: int, repeated: int = 0) -> ProgramResul
 Job = tuple  # (level, shape, seed[, repeated])
 
 
-def plan(count: int, seed: int, cli_every: int, only: str | None, repeated: int = 0) -> list[Job]:
+def plan(
+    count: int,
+    seed: int,
+    cli_every: int,
+    only: str | None,
+    repeated: int = 0,
+    level: str = "both",
+) -> list[Job]:
     rng = random.Random(seed)
     names = EXECUTOR_SHAPES + ["mixed"] * 4 + (["corpus_multiline"] * 2 if responses() else [])
     jobs = []
     for i in range(count):
         s = seed + i
         name = only or rng.choice(names)
-        if name != "nested_calls":
+        if name != "nested_calls" and level != "cli":
             jobs.append(("executor", name, s, repeated))
-        if cli_every and (i % cli_every == 0 or name == "nested_calls"):
+        if level == "cli" or (cli_every and (i % cli_every == 0 or name == "nested_calls")):
             cli_name = only or rng.choice(CLI_SHAPES + ["mixed"])
             if cli_name != "corpus_multiline":
                 jobs.append(("cli", cli_name, s))
@@ -66,14 +73,18 @@ def _run(job: Job) -> ProgramResult | None:
     return run_one(*job)
 
 
-def run_all(jobs: list[Job], workers: int = 2) -> list[ProgramResult]:
+def run_all(jobs: list[Job], workers: int = 2, progress: bool = False) -> list[ProgramResult]:
     """Run programs in ``workers`` processes forked from this warm one."""
     if workers <= 1 or len(jobs) <= 1:
         found = [_run(job) for job in jobs]
     else:
         context = multiprocessing.get_context("fork")
+        found = []
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-            found = list(pool.map(_run, jobs, chunksize=1))
+            for n, result in enumerate(pool.map(_run, jobs, chunksize=1), 1):
+                found.append(result)
+                if progress and n % 50 == 0:
+                    print(f"... {n}/{len(jobs)} programs", file=sys.stderr, flush=True)
     return [r for r in found if r is not None]
 
 
@@ -84,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cli-every", type=int, default=25, help="0: executor level only")
     parser.add_argument("--only", choices=sorted([*SHAPES, "mixed", "corpus_multiline"]))
+    parser.add_argument("--level", choices=["both", "executor", "cli"], default="both")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
         "--repeated", type=int, default=2, help="extra trials a program with several kills in a row"
@@ -92,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.many:
         parser.error("give --many (see the module docstring)")
-    jobs = plan(args.count, args.seed, args.cli_every, args.only, args.repeated)
+    jobs = plan(args.count, args.seed, args.cli_every, args.only, args.repeated, args.level)
     started = time.monotonic()
-    results = run_all(jobs, args.jobs)
+    results = run_all(jobs, args.jobs, progress=True)
     print(summary(results, time.monotonic() - started, args.show))
     return 0 if all(r.exact for r in results) else 1
 
