@@ -52,8 +52,12 @@ def _sort_concurrent(trace: list[Any]) -> list[Any]:
 
 
 def _concurrent(item: Any) -> bool:
-    text = json.dumps(item)
-    return '"~' in text
+    """``["~F", [1]]`` or ``["Emit", ["~work", ...]]``: made under gather."""
+    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str):
+        return False
+    args = item[1]
+    tag = args[0] if isinstance(args, list) and args and isinstance(args[0], str) else ""
+    return item[0].startswith("~") or tag.startswith("~")
 
 
 def canonical(run: Run) -> dict[str, Any]:

@@ -60,8 +60,8 @@ async def Emit(tag, *values):
     return f"ok:{tag}"
 
 
-async def F(x):
-    await _effect("F", (x,))
+async def F(x, mark=""):
+    await _effect(mark + "F", (x,))
     return x * 2 if isinstance(x, int) else f"f({x})"
 
 

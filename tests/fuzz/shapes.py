@@ -5,7 +5,8 @@ A shape returns a :class:`Shape`: the Python a model would put in its
 ``await``) and in the vocabulary every fuzz world provides:
 
 - effects (each writes one line to the trace, durably): ``Say(to, text)``,
-  ``Emit(tag, *values)``, ``F(x)`` (doubles an int), ``Items()`` (``[1, 2, 3]``),
+  ``Emit(tag, *values)``, ``F(x, mark="")`` (doubles an int; logged as ``mark + "F"``),
+  ``Items()`` (``[1, 2, 3]``),
   ``Lookup(key)`` (``KeyError(key)`` when the key starts with ``missing``),
   ``Check(n)`` (``ValueError('bad', n)`` when ``n % 3 == 2``),
   ``Fetch(side, i)`` / ``Store(side, i)``;
@@ -269,13 +270,13 @@ def gather_code_defined(rng: random.Random) -> Shape:
         "import asyncio",
         "",
         "async def work(name, n):",
-        "    a = await F(n)",
+        '    a = await F(n, mark="~")',
         '    await Emit("~work", name, a)',
         "    return a",
         "",
         f"$results = await asyncio.gather({calls})",
         awaited(rng, "Emit", ['"results"', "$results"]),
-        '$pair = await asyncio.gather(F(5), Emit("~plain", 6))',
+        '$pair = await asyncio.gather(F(5, mark="~"), Emit("~plain", 6))',
         awaited(rng, "Emit", ['"pair"', "$pair"]),
     )
     return Shape("gather_code_defined", body, returns=["results", "pair"])

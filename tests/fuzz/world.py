@@ -100,8 +100,8 @@ class Effects:
             await fx.effect("Emit", (tag, *values))
             return f"ok:{tag}"
 
-        async def F(x: Any) -> Any:
-            await fx.effect("F", (x,))
+        async def F(x: Any, mark: str = "") -> Any:
+            await fx.effect(mark + "F", (x,))
             return x * 2 if isinstance(x, int) else f"f({x})"
 
         async def Items() -> list:
