@@ -45,6 +45,7 @@ SHAPE_COVERS = {
     "divergent_branch": "3 replay-divergence error | E,C wrong record handed on",
     "gather_code_defined": "8 gather keys | E,C wrong record handed on; def/module lost",
     "var_binding": "6 Var bindings replay | E fail | C Var never binds, even without a kill",
+    "ask_reply": "a received reply is never asked again | E ok | C SyntaxError on resume",
     "nested_calls": "resume at every depth | C SyntaxError on resume",
 }
 EXECUTOR_SHAPES = [name for name in SHAPES if name != "nested_calls"]
@@ -58,6 +59,7 @@ CLI_SHAPES = [
     "divergent_branch",
     "gather_code_defined",
     "var_binding",
+    "ask_reply",
     "nested_calls",
 ]
 

@@ -27,6 +27,7 @@ from .shapes import Shape
 ROOT = Path(__file__).resolve().parents[2]
 MAX_LIVES = 4
 MAX_EFFECTS = 80
+REPLIES = 12
 WORKERS = 2  # kill points run two at a time (each a chain of processes)
 IMPORTS = [
     "math", "json", "re", "datetime", "random", "statistics", "itertools", "functools",
@@ -169,6 +170,8 @@ def run(shape: Shape, workdir: Path, *, kill: int | None = None) -> tuple[Run, b
             extra["PLAYBOOKS_CRASH_AT"] = f"effect:{kill}"
         args = [sys.executable, "-m", "playbooks.cli", "run", str(program), "--json"]
         args += ["--model", f"replay:{workdir / 'fuzz.replay.jsonl'}"]
+        for n in range(REPLIES):  # Yld's n-th reply is "reply n", as at the executor level
+            args += ["--message", f"reply {n}"]
         done = subprocess.run(
             args, cwd=workdir, env=_env(extra), capture_output=True, text=True, timeout=120
         )

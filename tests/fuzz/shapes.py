@@ -10,6 +10,7 @@ A shape returns a :class:`Shape`: the Python a model would put in its
   ``Lookup(key)`` (``KeyError(key)`` when the key starts with ``missing``),
   ``Check(n)`` (``ValueError('bad', n)`` when ``n % 3 == 2``),
   ``Fetch(side, i)`` / ``Store(side, i)``;
+- ``Yld("user")`` waits for the person's n-th reply, ``"reply n"``;
 - ``Var(name, value)`` binds a variable; ``ReadMode()`` is a plain (not awaited,
   so never journaled) read of a file the runner may change between lives.
 
@@ -248,6 +249,18 @@ def uuid_in_loop(rng: random.Random) -> Shape:
     return Shape("uuid_in_loop", body, returns=["ids"])
 
 
+def ask_reply(rng: random.Random) -> Shape:
+    """Waiting for the person's reply (``Yld``): a reply received is never asked again."""
+    body = _join(
+        awaited(rng, "Say", ['"user"', '"What is your name?"']),
+        '$name = await Yld("user")',
+        awaited(rng, "Say", ['"user"', 'f"Hello {$name}! And your city?"']),
+        awaited(rng, "Yld", ['"user"'], target="$city"),
+        awaited(rng, "Emit", ['"answers"', "$name", "$city"]),
+    )
+    return Shape("ask_reply", body, returns=["name", "city"])
+
+
 def divergent_branch(rng: random.Random) -> Shape:
     """Control flow that differs on replay: ReadMode() is 'a' in the first life and
     'b' after; a resumed run must stop with a replay-divergence error, never hand
@@ -335,6 +348,7 @@ SHAPES: dict[str, Callable[[random.Random], Shape]] = {
         divergent_branch,
         gather_code_defined,
         var_binding,
+        ask_reply,
         nested_calls,
     )
 }
