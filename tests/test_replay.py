@@ -409,3 +409,18 @@ async def test_a_plain_statement_is_not_computed_again_after_a_stop(tmp_path: Pa
     )
     m.close()
     assert second.calls == [("Say", "user", "100")]
+
+
+async def test_awaits_inside_a_code_defined_function_are_keyed_under_its_call(
+    tmp_path: Path,
+) -> None:
+    """When the call of `charge` replays, the awaits it made inside are skipped with
+    it, and the next await of the statement still gets its own record."""
+    code = (
+        "async def charge(n):\n"
+        "    return await Double(n)\n"
+        "for n in range(3):\n"
+        "    await charge(n)\n"
+        "    await Say('user', str(n))\n"
+    )
+    assert len(await assert_exact(tmp_path, code)) == 6

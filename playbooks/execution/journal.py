@@ -16,6 +16,9 @@ awaits replay their results. Tasks started by the statement (``gather``,
 them and their order there (``3~0-0``, ``3~1-0``: the first await of the
 first and second task started by await 3), so keys never depend on which task
 finished first, nor on tasks an earlier, replayed await no longer starts.
+Awaits made while another await runs (inside a function the code defined) are
+keyed under it (``1>0``), so a replay that skips the outer await skips exactly
+the inner ones with it.
 """
 
 from __future__ import annotations
@@ -205,14 +208,25 @@ class Scope:
     sites: dict[str, int] = field(default_factory=dict)  # tasks started per await
 
     def next_key(self) -> Key:
-        q: int | str = self.seq if not self.prefix else f"{self.prefix}-{self.seq}"
+        if not self.prefix:
+            q: int | str = self.seq
+        elif self.prefix.endswith(">"):
+            q = f"{self.prefix}{self.seq}"
+        else:
+            q = f"{self.prefix}-{self.seq}"
         self.seq += 1
         return (self.turn, self.statement, q)
 
     def next_value_key(self) -> Key:
-        q = f"{self.prefix}-r{self.drawn}" if self.prefix else f"r{self.drawn}"
+        sep = "" if not self.prefix or self.prefix.endswith(">") else "-"
+        q = f"{self.prefix}{sep}r{self.drawn}"
         self.drawn += 1
         return (self.turn, self.statement, q)
+
+    def inside(self, key: Key) -> Scope:
+        """The awaits made while the await ``key`` runs (in a function the code defined):
+        keyed under it, so a replay that skips ``key`` skips them too."""
+        return Scope(self.journal, self.turn, self.statement, prefix=f"{key[2]}>")
 
     def child(self, site: str | None = None) -> Scope:
         """The scope of a task started here: by the await ``site`` (a key), or by plain code."""
@@ -320,7 +334,8 @@ async def _record(scope: Scope, key: Key, awaitable: Awaitable[Any], callee: str
     events: dict = {}
     reset_call = CURRENT_CALL.set(journal.call_id(key))
     reset_events = _EVENTS.set(events)
-    reset_site = _SITE.set(str(key[2]))  # wait_for() may start a task while we wait
+    reset_site = _SITE.set(None)
+    reset_scope = _SCOPE.set(scope.inside(key))
     try:
         if journal.around is not None:
             value = await journal.around(awaitable)
@@ -330,6 +345,7 @@ async def _record(scope: Scope, key: Key, awaitable: Awaitable[Any], callee: str
         await _sink(journal, key, None, error, events, callee, dig)
         raise
     finally:
+        _SCOPE.reset(reset_scope)
         _SITE.reset(reset_site)
         _EVENTS.reset(reset_events)
         CURRENT_CALL.reset(reset_call)
