@@ -27,10 +27,13 @@ from .journal import (
     journal_awaits,
     leave_scope,
 )
+from .nondeterminism import journaled_builtins
 from .splitter import Statement, StatementSplitter
 
 RETURN_NAME = "__pb_return__"
 CODE_MODULE = "__pb_code__"  # ``__name__`` of generated code: classes it defines say so
+#: Built-ins of the dialect that bind a name: run again when their call replays.
+RERUN = frozenset({"Var", "Artifact"})
 _DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _NO_CHANGE = (ast.Pass, ast.Break, ast.Continue)
 
@@ -95,7 +98,7 @@ class StreamingPythonExecutor:
         variables: dict[str, Any] | None = None,
         record_text: bool = True,
         pure: frozenset[str] = frozenset(),
-        rerun: frozenset[str] = frozenset(),
+        rerun: frozenset[str] = RERUN,
         provided: dict[str, int] | None = None,
         defined: set[str] | None = None,
     ) -> None:
@@ -143,6 +146,8 @@ class StreamingPythonExecutor:
         )
         self.namespace[JOURNAL_NAME] = DISPATCH
         self.namespace.setdefault("__name__", CODE_MODULE)
+        if "__builtins__" not in self.namespace:  # imports of clocks and chance replay too
+            self.namespace["__builtins__"] = journaled_builtins()
         if python_body:
             self.namespace[RETURN_NAME] = PlaybookReturn
 

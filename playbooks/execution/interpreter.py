@@ -22,7 +22,7 @@ from typing import Any
 from ..language import AgentSpec, PlaybookSpec
 from ..llm import LLMError, LLMRequest, TurnContext, build_messages
 from .builtins import AwaitingInput, Conversation, ProgramEnd, make_builtins
-from .executor import PlaybookReturn, StreamingPythonExecutor
+from .executor import RERUN, PlaybookReturn, StreamingPythonExecutor
 from .journal import CURRENT_CALL
 from .nondeterminism import journal_globals
 from .safety import Budget, SafetyError, check_statement, instrument, safe_builtins
@@ -45,8 +45,6 @@ UNTIMED = frozenset(
 )
 #: Built-ins with no effect outside the process: no fsync is needed before them.
 PURE = frozenset({"Step", "Return", "Var", "Artifact"})
-#: Built-ins that bind names: run again on replay so the binding is not lost.
-RERUN = frozenset({"Var", "Artifact"})
 
 
 SERVE = PlaybookSpec(

@@ -16,6 +16,7 @@ indices, not the objects, so a replay hands back the caller's own objects.
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import random as _random
 import time as _time
@@ -240,3 +241,25 @@ def journal_globals(namespace: dict[str, Any]) -> None:
                 replacement = None
             if replacement is not None:
                 namespace[name] = replacement
+
+
+_COPIES: dict[str, types.ModuleType] = {}
+
+
+def _journaled_import(
+    name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+) -> Any:
+    module = builtins.__import__(name, globals, locals, fromlist, level)
+    if level or module.__name__ not in _TABLES:
+        return module
+    if module.__name__ not in _COPIES:
+        _COPIES[module.__name__] = journaled_copy(module)
+    return _COPIES[module.__name__]
+
+
+def journaled_builtins() -> dict[str, Any]:
+    """The builtins for code given no ``__builtins__`` of its own: its imports of
+    time, random, uuid and datetime hand out the journaled versions."""
+    table = dict(vars(builtins))
+    table["__import__"] = _journaled_import
+    return table
