@@ -28,6 +28,7 @@ class Human:
         self.messages = list(messages or [])
         self.json_mode = json_mode
         self.consumed = consumed
+        self.taken = 0  # --message values used by this process: the next one is the next reply
         self.out = out or sys.stdout
         self.stdin = stdin or sys.stdin
 
@@ -56,14 +57,15 @@ class Human:
 
     async def reply(self, *, id: str, agent: str) -> str:
         self.emit({"event": "wait", "id": id, "agent": agent})
-        index = self.consumed
-        if index < len(self.messages):
-            text = self.messages[index]
+        given = self.taken < len(self.messages)
+        if given:
+            text = self.messages[self.taken]
+            self.taken += 1
         else:
             text = await self._read()
-        self.consumed = index + 1
+        self.consumed += 1
         self.emit({"event": "reply", "id": id, "text": text})
-        if not self.json_mode and index < len(self.messages):
+        if not self.json_mode and given:
             self.show(f"user: {text}")
         return text
 
