@@ -235,6 +235,7 @@ class Runner:
         overrides them; what was overridden is kept for the banner."""
         recorded, options = plan.recorded or {}, self.options
         started = recorded.get("config")
+        other_config = options.config is not None and started != self.config.source
         if options.config is None and started and started != self.config.source:
             if os.path.isfile(started):
                 loaded = load_config(started, overrides=options.overrides)
@@ -244,14 +245,14 @@ class Runner:
                 plan.overridden.append(
                     f"config {self.config.source or '(defaults)'} (its config {started} is gone)"
                 )
-        elif options.config is not None and started != self.config.source:
+        elif other_config:
             plan.overridden.append(
                 f"config {self.config.source} (started with {started or 'no config file'})"
             )
         if "model" not in recorded:
             return  # recorded by an older version: nothing to restore
         model = self.config.model
-        if options.model is None and options.config is None:
+        if options.model is None and not other_config:
             self.config.model = model.model_copy(
                 update={"name": recorded["model"], "api_base": recorded.get("api_base")}
             )
