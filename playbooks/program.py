@@ -169,6 +169,7 @@ class Runner:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.manager: CheckpointManager | None = None
+        self.ran = False  # the program started running (a refusal comes before)
 
     def note(self, text: str) -> None:
         self.err.write(text + "\n")
@@ -366,7 +367,7 @@ class Runner:
                 self.manager.close()
                 self.manager = None
             unused = human.messages[human.taken :]
-            if unused:
+            if unused and self.ran:  # a refused run used none: its error says so already
                 listed = ", ".join(repr(m) for m in unused)
                 self.note(f"note: {len(unused)} --message value(s) not used: {listed}")
 
@@ -404,6 +405,7 @@ class Runner:
             on_event=lambda event: self._code_error(human, event),
         )
         resume = f"; resume it with `playbooks resume {plan.execution_id}`" if plan else ""
+        self.ran = True
         try:
             result = await interpreter.run()
         except AwaitingInput as waiting:
