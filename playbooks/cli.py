@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run a program (resumes its unfinished execution)",
         description="Run PROGRAM.pb. With durability on, an unfinished "
-        "execution of the same program is resumed unless --fresh is given.",
+        "execution of the same program is resumed (with the settings it started "
+        "with, unless a flag overrides them) unless --fresh is given.",
     )
     run.add_argument("program", metavar="PROGRAM.pb")
     run.add_argument("--fresh", action="store_true", help="start a new execution")
@@ -65,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         "resume",
         parents=[common],
         help="resume an execution by id",
-        description="Resume the unfinished execution ID.",
+        description="Resume the unfinished execution ID with the settings it started "
+        "with (model, api_base, config file); --model, or --config naming another file, "
+        "overrides them.",
     )
     resume.add_argument("execution_id", metavar="EXECUTION_ID")
 

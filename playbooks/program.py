@@ -48,8 +48,6 @@ __all__ = [
 
 OK, FAILED, USAGE, REFUSED = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.REFUSED
 REPLAY = "replay:"
-#: Settings an execution records at its start and a resume uses again.
-RECORDED = ("model", "api_base", "config")
 
 
 @dataclass
@@ -77,7 +75,7 @@ def program_identity(program: Program) -> str:
     Only the program file itself is hashed today (its bytes are
     ``program.source_hash``); files it imports are to be added here."""
     digest = hashlib.sha256()
-    digest.update(f"playbooks storage format {FORMAT_VERSION}\n".encode())
+    digest.update(f"records {FORMAT_VERSION}, snapshots {logmod.SNAPSHOT_FORMAT}\n".encode())
     digest.update(f"program {program.source_hash}\n".encode())
     return "sha256:" + digest.hexdigest()
 
