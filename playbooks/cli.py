@@ -239,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error))
     except StorageError as error:  # in use, or storage that cannot be read
         return _fail(str(error), ExitCode.REFUSED)
+    except OSError as error:  # the storage (or another file) cannot be used
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(f"cannot use {where}{error.strerror or error}", ExitCode.REFUSED)
     except KeyboardInterrupt:
         return _fail("interrupted; run the same command again to resume", ExitCode.FAILED)
     except Exception as error:  # a bug: still one line, never a traceback

@@ -324,6 +324,26 @@ def test_exit_codes_follow_the_readme(cli: Cli, tmp_path: Path) -> None:
     assert cli("executions", "rm", "held") == 0
 
 
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ("run", str(HELLO), "--model", HELLO_REPLAY),
+        ("resume", "abc"),
+        ("executions", "list"),
+        ("executions", "show", "abc"),
+        ("executions", "rm", "abc"),
+        ("executions", "gc", "--finished"),
+    ],
+)
+def test_no_verb_prints_a_traceback_when_storage_cannot_be_used(
+    cli: Cli, tmp_path: Path, verb: tuple[str, ...]
+) -> None:
+    (tmp_path / "ckpt").write_text("a file where the checkpoint folder should be")
+    assert cli(*verb) == 3
+    assert cli.err.startswith("error: cannot use ") and cli.err.count("\n") == 1
+    assert "Traceback" not in cli.err
+
+
 # -- 13. cleanup ---------------------------------------------------------------------------
 def test_rm_takes_several_ids_and_gc_deletes_ended_and_old_executions(
     cli: Cli, tmp_path: Path
