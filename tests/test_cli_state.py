@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from killing import child_env
+from llm_server import ScriptedLLMServer, ScriptResponder
 
 from playbooks import program as program_module
 from playbooks.cli import main
@@ -168,6 +169,30 @@ def test_run_again_uses_the_config_file_the_execution_started_with(
     # ./playbooks.toml allows one LLM call only; the recorded first.toml allows five
     assert cli(*run, "--message", "Ada", config=False) == 0, cli.err
     assert says(cli.out) == ["Nice to meet you, Ada!"]
+
+
+def test_resume_uses_the_recorded_api_base_and_another_config_overrides_it(
+    cli: Cli, tmp_path: Path
+) -> None:
+    script = {
+        "Main": [
+            '```python\n$name = await Yld("user")\n```\n',
+            '```python\nawait Say("user", f"Hello {$name}")\nawait Return($name)\n```\n',
+        ]
+    }
+    with ScriptedLLMServer(ScriptResponder(script)) as server:
+        config = tmp_path / "playbooks.toml"
+        config.write_text(config.read_text().replace(UNREACHABLE, server.url))
+        assert cli("run", str(ASK), "--json") == 1  # waits for the name
+        execution_id = cli.start_id()
+        config.write_text(config.read_text().replace(server.url, UNREACHABLE))
+        other = write_config(tmp_path / "other.toml")  # unreachable too
+        assert cli("resume", execution_id, "--config", str(other), config=False) == 1
+        [banner] = [line for line in cli.err.splitlines() if line.startswith("resuming")]
+        assert f"overridden: config {other} (started with {config})" in banner
+        # the file now names an unreachable server; the execution recorded the live one
+        assert cli("resume", execution_id, "--json", "--message", "Ada") == 0, cli.err
+        assert says(cli.out) == ["Hello Ada"] and len(server.requests) == 2
 
 
 # -- 5. show and list agree ---------------------------------------------------------
