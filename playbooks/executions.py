@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import re
 import sys
@@ -148,6 +149,7 @@ class Summary:
             "created": self.created,
             "updated": self.updated,
             "owner_pid": self.owner,
+            "warnings": self.warnings,
         }
 
 
@@ -163,10 +165,14 @@ def summarize(provider: FilesystemCheckpointProvider, execution_id: str) -> Summ
     manager = CheckpointManager(execution_id, provider)
     state: ExecutionState | None = None
     damage = ""
+    durability_log = logging.getLogger("playbooks.durability")
+    quiet, durability_log.disabled = durability_log.disabled, True  # kept in .warnings
     try:
         state = manager.read_state()
     except logmod.StorageError as error:
         damage = str(error)
+    finally:
+        durability_log.disabled = quiet
     info = state.program if state is not None else {}
     summary = Summary(
         execution_id,
@@ -277,7 +283,6 @@ def show(config: Config, execution_id: str) -> dict:
             ],
             "transcript": transcript_of(state) if state else [],
             "disk_bytes": log.disk_usage(),
-            "warnings": summary.warnings,
         }
     )
     if state is not None:
@@ -393,6 +398,8 @@ def run(action: str, config: Config, args: argparse.Namespace) -> int:
             print(f"no executions under {config.durability.path}")
         for r in rows if not args.json else []:
             why = f"  ({r['message']})" if r["message"] else ""
+            if r["warnings"]:
+                why += f"  [{len(r['warnings'])} warning(s): see `executions show`]"
             print(
                 f"{r['execution_id']:<44} {r['status']:<11} {_when(r['updated'])}  "
                 f"{r['program'] or '?'}{why}"
