@@ -239,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error))
     except StorageError as error:  # in use, or storage that cannot be read
         return _fail(str(error), ExitCode.REFUSED)
+    except BrokenPipeError:  # the reader went away: not an error of ours to report
+        raise
     except OSError as error:  # the storage (or another file) cannot be used
         where = f"{error.filename}: " if error.filename else ""
         return _fail(f"cannot use {where}{error.strerror or error}", ExitCode.REFUSED)

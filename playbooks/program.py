@@ -72,8 +72,9 @@ def program_identity(program: Program) -> str:
     """What a resume must find unchanged: the program's bytes, every file it was
     built from, and the storage format of this runtime.
 
-    Only the program file itself is hashed today (its bytes are
-    ``program.source_hash``); files it imports are to be added here."""
+    ``program.source_hash`` is the hash of the program's bytes; where the parser
+    inlines ``!import`` files it covers theirs too. Anything else a program is
+    built from belongs here."""
     digest = hashlib.sha256()
     digest.update(f"records {FORMAT_VERSION}, snapshots {logmod.SNAPSHOT_FORMAT}\n".encode())
     digest.update(f"program {program.source_hash}\n".encode())
