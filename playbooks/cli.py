@@ -14,7 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-USAGE = 2
+from .exits import ExitCode
+
+USAGE = ExitCode.USAGE
 
 
 class _Version(argparse.Action):
@@ -53,21 +55,27 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="TEXT",
-        help="the person's next reply (repeat for several, used in order; "
-        "on a resume, give the same list as the first run)",
+        help="the person's next reply (repeat for several, used in order; replies "
+        "already received are never asked again, so after a stop the next --message "
+        "is the next reply; values left unused are reported)",
     )
     common.add_argument("--json", action="store_true", help="print one JSON event per line")
     common.add_argument(
         "--config", metavar="FILE", help="configuration file (default ./playbooks.toml)"
     )
-    common.add_argument("--force", action="store_true", help="resume even if the program changed")
+    common.add_argument(
+        "--force",
+        action="store_true",
+        help="resume even if the program changed (never another program's execution)",
+    )
 
     run = sub.add_parser(
         "run",
         parents=[common],
         help="run a program (resumes its unfinished execution)",
         description="Run PROGRAM.pb. With durability on, an unfinished "
-        "execution of the same program is resumed unless --fresh is given.",
+        "execution of the same program is resumed (with the settings it started "
+        "with, unless a flag overrides them) unless --fresh is given.",
     )
     run.add_argument("program", metavar="PROGRAM.pb")
     run.add_argument("--fresh", action="store_true", help="start a new execution")
@@ -78,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         "resume",
         parents=[common],
         help="resume an execution by id",
-        description="Resume the unfinished execution ID.",
+        description="Resume the unfinished execution ID with the settings it started "
+        "with (model, api_base, config file); --model, or --config naming another file, "
+        "overrides them.",
     )
     resume.add_argument("execution_id", metavar="EXECUTION_ID")
 
@@ -98,12 +108,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("execution_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="print JSON")
-    rm = ex_sub.add_parser("rm", help="delete an execution", description="Delete an execution.")
-    rm.add_argument("execution_id", metavar="ID")
-    ex_sub.add_parser(
+    rm = ex_sub.add_parser(
+        "rm",
+        help="delete executions",
+        description="Delete executions and their files (refused, exit 3, while one is in use).",
+    )
+    rm.add_argument("execution_ids", metavar="ID", nargs="+")
+    gc = ex_sub.add_parser(
         "gc",
-        help="apply retention, trim torn tails, drop unused blobs",
-        description="Garbage-collect the checkpoint directory.",
+        help="delete ended or old executions; apply retention, drop unused blobs",
+        description="Garbage-collect the checkpoint directory: with --finished and/or "
+        "--older-than, delete the executions that match (never one in use), then "
+        "apply retention to the rest. Prints what was removed and the bytes freed.",
+    )
+    gc.add_argument(
+        "--finished",
+        action="store_true",
+        help="delete executions that have ended (finished or failed)",
+    )
+    gc.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        type=_duration,
+        help="delete executions last written longer ago than DURATION (e.g. 90s, 12h, 7d)",
     )
 
     check = sub.add_parser(
@@ -116,20 +143,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _duration(text: str) -> float:
+    from .executions import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _fail(message: str, code: int = USAGE) -> int:
     sys.stderr.write(f"error: {message}\n")
     return code
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from .config import load_config
-
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if getattr(args, "model", None):
         overrides["model.name"] = args.model
     if getattr(args, "record", None):
         overrides["model.record"] = args.record
-    return load_config(getattr(args, "config", None), overrides=overrides)
+    return overrides
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from .config import load_config
+
+    return load_config(getattr(args, "config", None), overrides=_overrides(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -167,34 +207,40 @@ def cmd_run(
         fresh=getattr(args, "fresh", False),
         execution_id=execution_id or getattr(args, "execution_id", None),
         force=args.force,
+        model=args.model,
+        config=args.config,
+        overrides=_overrides(args),
     )
     return asyncio.run(Runner(config, options).run(program or args.program))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from .durability.log import StorageError, validate_execution_id
-    from .program import provider_for
+    from .executions import provider_for, summarize
+    from .exits import BadInput, Refused
 
     config = _config(args)
     try:
         validate_execution_id(args.execution_id)
-        meta = provider_for(config).read_meta(args.execution_id)
     except StorageError as error:
-        return _fail(str(error))
-    if not meta or not meta.get("program"):
-        return _fail(f"no execution {args.execution_id} under {config.durability.path}")
+        raise BadInput(str(error)) from None
     if not config.durability.enabled:
-        return _fail("durability is off in the configuration: enable [durability] to resume")
-    return cmd_run(args, execution_id=args.execution_id, program=meta["program"])
+        raise BadInput("durability is off in the configuration: enable [durability] to resume")
+    provider = provider_for(config)
+    if args.execution_id not in provider.list_executions():
+        raise BadInput(f"no execution {args.execution_id} under {config.durability.path}")
+    summary = summarize(provider, args.execution_id)
+    if not summary.program:
+        raise Refused(f"execution {args.execution_id} cannot be resumed: {summary.told}")
+    return cmd_run(args, execution_id=args.execution_id, program=summary.program)
 
 
 def cmd_executions(args: argparse.Namespace) -> int:
     from . import executions as views
 
-    config = _config(args)
     if args.action is None:
-        return _fail("executions needs an action: list, show ID, rm ID or gc")
-    return views.run(args.action, config, args)
+        return _fail("executions needs an action: list, show ID, rm ID... or gc")
+    return views.run(args.action, _config(args), args)
 
 
 def _quiet_stdout() -> None:
@@ -227,6 +273,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return USAGE
     from .config import ConfigError
+    from .durability.log import StorageError
+    from .exits import CommandError
 
     try:
         if args.command == "check":
@@ -236,10 +284,21 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if args.command == "resume":
             return cmd_resume(args)
         return cmd_executions(args)
+    except CommandError as error:
+        return _fail(str(error), error.code)
     except ConfigError as error:
         return _fail(str(error))
+    except StorageError as error:  # in use, or storage that cannot be read
+        return _fail(str(error), ExitCode.REFUSED)
+    except BrokenPipeError:  # the reader went away: not an error of ours to report
+        raise
+    except OSError as error:  # the storage (or another file) cannot be used
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(f"cannot use {where}{error.strerror or error}", ExitCode.REFUSED)
     except KeyboardInterrupt:
-        return _fail("interrupted; run the same command again to resume", 1)
+        return _fail("interrupted; run the same command again to resume", ExitCode.FAILED)
+    except Exception as error:  # a bug: still one line, never a traceback
+        return _fail(f"unexpected {type(error).__name__}: {error}", ExitCode.FAILED)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,204 @@
-"""`playbooks executions list | show ID | rm ID | gc`: what is stored, for people."""
+"""`playbooks executions list | show ID | rm ID... | gc`: what is stored, told truthfully.
+
+One function, :func:`summarize`, says what state an execution is in, so that
+`list`, `show`, `--json` and the resume banners use the same words:
+
+  running      a live process holds the execution's lock
+  waiting      it stopped because the person's reply could not be had; resumable
+  interrupted  no live process owns it and it has not ended (killed, Ctrl-C,
+               a failed model call); resumable
+  finished     the program returned
+  failed       the program raised; it cannot be resumed
+  damaged      its log cannot be read or is missing; resuming it is refused
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import json
+import logging
+import os
+import re
 import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .config import Config
 from .durability import log as logmod
 from .durability.manager import CheckpointManager, frame_view
-from .program import provider_for
+from .durability.provider import FilesystemCheckpointProvider
+from .durability.state import ExecutionState
+from .exits import BadInput, ExitCode, Refused
+
+ENDED = ("finished", "failed")
+STATUSES = ("running", "waiting", "interrupted", "finished", "failed", "damaged")
+ROOT_FRAME = "main"  # the interpreter's id for the entry playbook's frame
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def provider_for(config: Config) -> FilesystemCheckpointProvider:
+    d = config.durability
+    return FilesystemCheckpointProvider(
+        d.path, fsync=d.fsync, keep_last_n=d.keep_last_n, allow_pickle=d.allow_pickle
+    )
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` (or a sum such as ``1d12h``) in seconds."""
+    text = text.strip().lower()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 12h, 7d, 2w)")
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+# -- who owns an execution ------------------------------------------------------
+def lock_owner(directory: Path) -> int | None:
+    """The pid of the live process holding the execution's lock, or None.
+
+    Read from /proc/locks where it exists, so that looking never takes the
+    lock (a brief probe could make a starting owner see "in use"); elsewhere
+    a shared-lock probe answers."""
+    lock = directory / "lock"
+    try:
+        st = os.stat(lock)
+    except OSError:
+        return None
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return _probe(lock)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    recorded = _recorded_pid(lock)
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK" or not parts[5].endswith(f":{st.st_ino}"):
+            continue
+        pid = int(parts[4]) if parts[4].isdigit() else 0
+        # some filesystems report another device number here: the pid then decides
+        if parts[5] == device or (recorded is not None and pid == recorded):
+            return pid or recorded or -1
+    return None
+
+
+def _recorded_pid(lock: Path) -> int | None:
+    try:
+        text = lock.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _probe(lock: Path) -> int | None:
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _recorded_pid(lock) or -1
+    finally:
+        os.close(fd)  # also releases the probe's lock
+    return None
+
+
+def last_write(directory: Path) -> float | None:
+    """When anything of the execution was last written (its newest file)."""
+    newest = None
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                mtime = os.lstat(os.path.join(root, name)).st_mtime
+            except OSError:
+                continue
+            newest = mtime if newest is None else max(newest, mtime)
+    return newest
+
+
+# -- one execution's status ---------------------------------------------------------
+@dataclass
+class Summary:
+    """What an execution is, in the words every verb uses."""
+
+    execution_id: str
+    status: str
+    message: str = ""
+    program: str = ""
+    created: float | None = None
+    updated: float | None = None
+    owner: int | None = None
+    state: ExecutionState | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def told(self) -> str:
+        return self.status + (f": {self.message}" if self.message else "")
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "execution_id": self.execution_id,
+            "status": self.status,
+            "message": self.message,
+            "program": self.program,
+            "created": self.created,
+            "updated": self.updated,
+            "owner_pid": self.owner,
+            "warnings": self.warnings,
+        }
+
+
+def summarize(provider: FilesystemCheckpointProvider, execution_id: str) -> Summary:
+    """Status from the log (has it ended?), the lock (is a live process on it?) and
+    meta.json (why did it stop?); a log that cannot be read is "damaged"."""
+    directory = provider.base_path / execution_id
+    owner = lock_owner(directory)
+    try:
+        meta = provider.read_meta(execution_id) or {}
+    except logmod.StorageError:
+        meta = {}
+    manager = CheckpointManager(execution_id, provider)
+    state: ExecutionState | None = None
+    damage = ""
+    durability_log = logging.getLogger("playbooks.durability")
+    quiet, durability_log.disabled = durability_log.disabled, True  # kept in .warnings
+    try:
+        state = manager.read_state()
+    except logmod.StorageError as error:
+        damage = str(error)
+    finally:
+        durability_log.disabled = quiet
+    info = state.program if state is not None else {}
+    summary = Summary(
+        execution_id,
+        status="interrupted",
+        program=str(info.get("program") or meta.get("program") or ""),
+        created=info.get("created") or meta.get("created"),
+        updated=last_write(directory),
+        owner=owner,
+        state=state,
+        warnings=list(manager.warnings),
+    )
+    if state is None or (not state.program and not state.frames):
+        if owner is not None:
+            summary.status, summary.message = "running", "starting"
+        elif damage:
+            summary.status, summary.message = "damaged", damage
+        else:
+            missing = "its log files are missing" if meta.get("program") else "it holds no records"
+            summary.status, summary.message = "damaged", missing
+    elif state.status in ENDED:
+        summary.status, summary.message = state.status, state.message
+    elif owner is not None:
+        summary.status = "running"
+    elif meta.get("status") in ("waiting", "interrupted"):
+        summary.status, summary.message = meta["status"], str(meta.get("message") or "")
+    return summary
 
 
 def _when(ts: Any) -> str:
@@ -21,79 +208,103 @@ def _when(ts: Any) -> str:
         return "-"
 
 
-def _fail(message: str, code: int = 2) -> int:
-    sys.stderr.write(f"error: {message}\n")
-    return code
+def _known(provider: FilesystemCheckpointProvider, execution_id: str, where: str) -> None:
+    try:
+        logmod.validate_execution_id(execution_id)
+    except logmod.StorageError as error:
+        raise BadInput(str(error)) from None
+    if execution_id not in provider.list_executions():
+        raise BadInput(f"no execution {execution_id} under {where}")
 
 
 def list_rows(config: Config) -> list[dict]:
     provider = provider_for(config)
-    rows = []
-    for execution_id in provider.list_executions():
-        try:
-            meta = provider.read_meta(execution_id) or {}
-        except logmod.StorageError as error:
-            meta = {"status": f"unreadable ({error})"}
-        rows.append(
-            {
-                "execution_id": execution_id,
-                "status": meta.get("status", "?"),
-                "program": meta.get("program", "?"),
-                "updated": meta.get("updated"),
-            }
-        )
+    rows = [summarize(provider, e).row() for e in provider.list_executions()]
     rows.sort(key=lambda r: float(r["updated"] or 0))
     return rows
 
 
+def transcript_of(state: ExecutionState) -> list[dict]:
+    """Messages and the person's replies, in order, each with its id."""
+    return [{"event": "say", **m} for m in state.transcript]
+
+
+def outcome_of(state: ExecutionState, provider: FilesystemCheckpointProvider) -> dict:
+    """The entry playbook's return value (or error), once it has one."""
+    root = state.frames.get(ROOT_FRAME)
+    if root is None or root.result is None:
+        return {}
+    if "err" in root.result:
+        err = root.result["err"]
+        return {"error": f"{err.get('type', 'Error')}: {err.get('message', '')}"}
+    from .durability import serialization
+
+    try:
+        return {"result": serialization.decode(root.result.get("ok"), **provider.codec())}
+    except Exception as error:  # a value this build cannot rebuild: say so, do not fail
+        return {"result": None, "result_error": f"{type(error).__name__}: {error}"}
+
+
 def show(config: Config, execution_id: str) -> dict:
     provider = provider_for(config)
-    manager = CheckpointManager(execution_id, provider)
-    state = manager.read_state()
-    if state is None or (not state.frames and not state.program):
-        raise logmod.StorageError(f"no execution {execution_id} under {config.durability.path}")
+    _known(provider, execution_id, config.durability.path)
+    summary = summarize(provider, execution_id)
+    info: dict[str, Any] = summary.row()
+    state = summary.state
+    settings = dict(state.program) if state is not None else {}
+    info["settings"] = {k: settings.get(k) for k in ("model", "api_base", "config", "identity")}
     log = provider.open_log(execution_id, create=False)
-    recent = log.checkpoint_records()[-5:]
-    return {
-        "execution_id": execution_id,
-        "status": state.status,
-        "message": state.message,
-        "program": state.program,
-        "llm_calls": state.llm_calls,
-        "checkpoint": state.counter,
-        "frames": [
-            {
-                k: v
-                for k, v in frame_view(f).items()
-                if k not in ("llm_response", "awaits", "variables")
-            }
-            for f in state.call_stack()
-        ],
-        "last_checkpoints": [
-            {
-                "checkpoint": r["n"],
-                "frame": r["f"],
-                "turn": r["t"],
-                "statement": r["i"],
-                "code": r.get("stmt", ""),
-                "time": _when(r.get("ts")),
-            }
-            for r in recent
-        ],
-        "transcript": state.transcript,
-        "disk_bytes": log.disk_usage(),
-        "warnings": manager.warnings,
-    }
+    try:
+        recent = log.checkpoint_records()[-5:]
+    except (OSError, logmod.StorageError):
+        recent = []
+    info.update(
+        {
+            "llm_calls": state.llm_calls if state else 0,
+            "checkpoint": state.counter if state else 0,
+            "frames": [
+                {
+                    k: v
+                    for k, v in frame_view(f).items()
+                    if k not in ("llm_response", "awaits", "variables")
+                }
+                for f in (state.call_stack() if state else [])
+            ],
+            "last_checkpoints": [
+                {
+                    "checkpoint": r.get("n"),
+                    "frame": r.get("f"),
+                    "turn": r.get("t"),
+                    "statement": r.get("i"),
+                    "code": r.get("stmt", ""),
+                    "time": _when(r.get("ts")),
+                }
+                for r in recent
+            ],
+            "transcript": transcript_of(state) if state else [],
+            "disk_bytes": log.disk_usage(),
+        }
+    )
+    if state is not None:
+        info.update(outcome_of(state, provider))
+    return info
 
 
 def _print_show(info: dict) -> None:
     print(f"execution  {info['execution_id']}")
     print(f"status     {info['status']}{(': ' + info['message']) if info['message'] else ''}")
-    print(f"program    {info['program'].get('program', '?')}")
+    print(f"program    {info['program'] or '?'}")
+    used = {k: v for k, v in info["settings"].items() if v and k != "identity"}
+    if used:
+        print("settings   " + ", ".join(f"{k} {v}" for k, v in used.items()))
     print(
         f"progress   checkpoint {info['checkpoint']}, {info['llm_calls']} LLM calls, "
         f"{info['disk_bytes']} bytes on disk"
     )
+    if "result" in info:
+        print(f"returned   {json.dumps(info['result'], default=str)}")
+    if "error" in info:
+        print(f"raised     {info['error']}")
     print("frames (outermost first):")
     for f in info["frames"] or []:
         print(
@@ -112,41 +323,97 @@ def _print_show(info: dict) -> None:
     print("transcript:")
     for m in info["transcript"]:
         print(f"  [{m['id']}] {m['agent']} -> {m['to']}: {m['text']}")
+    for warning in info["warnings"]:
+        print(f"warning: {warning}")
+
+
+# -- removing executions -------------------------------------------------------------
+def _remove(provider: FilesystemCheckpointProvider, execution_id: str) -> int:
+    """Delete one execution (refused while a live process owns it); returns bytes freed."""
+    size = provider.open_log(execution_id, create=False).disk_usage()
+    try:
+        provider.delete_execution(execution_id)
+    except logmod.ExecutionLocked as error:
+        raise Refused(str(error)) from None
+    return size
+
+
+def remove(config: Config, execution_ids: list[str]) -> int:
+    """`executions rm ID...`: every id is tried; the exit code is the worst outcome."""
+    provider = provider_for(config)
+    code = ExitCode.OK
+    freed = 0
+    for execution_id in execution_ids:
+        try:
+            _known(provider, execution_id, config.durability.path)
+            size = _remove(provider, execution_id)
+        except (BadInput, Refused) as error:
+            sys.stderr.write(f"error: {error}\n")
+            code = max(code, error.code)
+            continue
+        freed += size
+        print(f"removed {execution_id} ({size} bytes)")
+    if len(execution_ids) > 1:
+        print(f"freed {freed} bytes")
+    return code
+
+
+def collect(config: Config, *, finished: bool = False, older_than: float | None = None) -> int:
+    """`executions gc`: remove ended / old executions if asked, then apply retention."""
+    provider = provider_for(config)
+    removed, freed, in_use = 0, 0, 0
+    if finished or older_than is not None:
+        now = time.time()
+        for execution_id in provider.list_executions():
+            summary = summarize(provider, execution_id)
+            if finished and summary.status not in ENDED:
+                continue
+            if older_than is not None and (summary.updated or now) > now - older_than:
+                continue
+            if summary.status == "running":
+                in_use += 1
+                continue
+            try:
+                size = _remove(provider, execution_id)
+            except Refused:
+                in_use += 1
+                continue
+            removed += 1
+            freed += size
+            print(f"removed {execution_id}  {summary.status}  {size} bytes")
+    counts = logmod.gc(config.durability.path, keep_last_n=config.durability.keep_last_n)
+    counts["skipped_in_use"] += in_use
+    counts["bytes_freed"] += freed
+    counts = {"executions_removed": removed, **counts}
+    print(" ".join(f"{k}={v}" for k, v in counts.items()))
+    return ExitCode.OK
 
 
 def run(action: str, config: Config, args: argparse.Namespace) -> int:
-    try:
-        if action == "list":
-            rows = list_rows(config)
-            if args.json:
-                print(json.dumps(rows))
-            elif not rows:
-                print(f"no executions under {config.durability.path}")
-            for r in rows if not args.json else []:
-                print(
-                    f"{r['execution_id']:<44} {r['status']:<10} {_when(r['updated'])}  {r['program']}"
-                )
-            return 0
-        if action == "show":
-            logmod.validate_execution_id(args.execution_id)
-            info = show(config, args.execution_id)
-            if args.json:
-                print(json.dumps(info, default=str))
-            else:
-                _print_show(info)
-            return 0
-        if action == "rm":
-            logmod.validate_execution_id(args.execution_id)
-            provider = provider_for(config)
-            if args.execution_id not in provider.list_executions():
-                return _fail(f"no execution {args.execution_id} under {config.durability.path}")
-            provider.delete_execution(args.execution_id)
-            print(f"removed {args.execution_id}")
-            return 0
-        if action == "gc":
-            counts = logmod.gc(config.durability.path, keep_last_n=config.durability.keep_last_n)
-            print(" ".join(f"{k}={v}" for k, v in counts.items()) or "nothing to do")
-            return 0
-    except logmod.StorageError as error:
-        return _fail(str(error), 3 if "readable" in str(error) else 2)
-    return _fail(f"unknown action {action}")
+    if action == "list":
+        rows = list_rows(config)
+        if args.json:
+            print(json.dumps(rows))
+        elif not rows:
+            print(f"no executions under {config.durability.path}")
+        for r in rows if not args.json else []:
+            why = f"  ({r['message']})" if r["message"] else ""
+            if r["warnings"]:
+                why += f"  [{len(r['warnings'])} warning(s): see `executions show`]"
+            print(
+                f"{r['execution_id']:<44} {r['status']:<11} {_when(r['updated'])}  "
+                f"{r['program'] or '?'}{why}"
+            )
+        return ExitCode.OK
+    if action == "show":
+        info = show(config, args.execution_id)
+        if args.json:
+            print(json.dumps(info, default=str))
+        else:
+            _print_show(info)
+        return ExitCode.OK
+    if action == "rm":
+        return remove(config, args.execution_ids)
+    if action == "gc":
+        return collect(config, finished=args.finished, older_than=args.older_than)
+    raise BadInput(f"unknown action {action}")

@@ -1,12 +1,17 @@
 """Loads a program, picks or resumes its execution, runs it to the end.
 
-Exit codes: 0 finished, 1 the program failed, 2 bad input or usage,
-3 refused to resume (lock held, program changed, unreadable checkpoints).
+Exit codes are defined in :mod:`playbooks.exits` (0 finished, 1 the program
+failed or stopped before its end, 2 bad input or usage, 3 refused). What an
+execution is (running, waiting, interrupted, finished, failed) is decided in
+:mod:`playbooks.executions`, so the banners here use the same words.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import hashlib
+import os
 import re
 import secrets
 import sys
@@ -17,25 +22,33 @@ from typing import IO, Any
 
 from .agents.agent import Agent
 from .agents.human import Human
-from .config import Config
+from .config import Config, load_config
 from .durability import log as logmod
 from .durability.manager import CheckpointManager
 from .durability.provider import FilesystemCheckpointProvider
+from .durability.records import FORMAT_VERSION
 from .execution.builtins import AwaitingInput, OutputClosed
 from .execution.interpreter import Interpreter, Limits, ProgramFailed
+from .execution.journal import note
+from .executions import ENDED, provider_for, summarize
+from .exits import BadInput, CommandError, ExitCode, Refused
 from .language import Program, ProgramError, load_program
 from .llm import LLMError, make_client
+from .llm.replay import load_replay
 from .terminal import describe_failure
 
-OK, FAILED, USAGE, REFUSED = 0, 1, 2, 3
+__all__ = [
+    "BadInput",
+    "Refused",
+    "RunOptions",
+    "Runner",
+    "find_unfinished",
+    "program_identity",
+    "provider_for",
+]
 
-
-class Refused(Exception):
-    """Resuming is refused: exit 3 with this one line."""
-
-
-class BadInput(Exception):
-    """Bad input or usage: exit 2 with this one line."""
+OK, FAILED, USAGE, REFUSED = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.REFUSED
+REPLAY = "replay:"
 
 
 @dataclass
@@ -45,6 +58,9 @@ class RunOptions:
     fresh: bool = False
     execution_id: str | None = None
     force: bool = False
+    model: str | None = None  # --model, when given: it overrides the recorded model
+    config: str | None = None  # --config, when given: it overrides the recorded settings
+    overrides: dict[str, Any] = field(default_factory=dict)  # flags, as load_config takes them
 
 
 def new_execution_id(program_path: str) -> str:
@@ -53,11 +69,31 @@ def new_execution_id(program_path: str) -> str:
     return f"{stem}-{stamp}-{secrets.token_hex(3)}"
 
 
-def provider_for(config: Config) -> FilesystemCheckpointProvider:
-    d = config.durability
-    return FilesystemCheckpointProvider(
-        d.path, fsync=d.fsync, keep_last_n=d.keep_last_n, allow_pickle=d.allow_pickle
-    )
+def program_identity(program: Program) -> str:
+    """What a resume must find unchanged: the program's bytes, every file it was
+    built from, and the storage format of this runtime.
+
+    ``program.source_hash`` is the hash of the program's bytes; where the parser
+    inlines ``!import`` files it covers theirs too. Anything else a program is
+    built from belongs here."""
+    digest = hashlib.sha256()
+    digest.update(f"records {FORMAT_VERSION}, snapshots {logmod.SNAPSHOT_FORMAT}\n".encode())
+    digest.update(f"program {program.source_hash}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def same_program(recorded: dict, program: Program) -> bool:
+    """Compare with what the execution recorded (older executions stored only ``hash``)."""
+    if "identity" in recorded:
+        return recorded["identity"] == program_identity(program)
+    return recorded.get("hash") == program.source_hash
+
+
+def portable_model(name: str) -> str:
+    """A replay file is named by its absolute path, so a resume finds it from anywhere."""
+    if name.startswith(REPLAY) and name[len(REPLAY) :]:
+        return REPLAY + os.path.abspath(name[len(REPLAY) :])
+    return name
 
 
 def find_unfinished(provider: FilesystemCheckpointProvider, program_path: str) -> str | None:
@@ -65,26 +101,46 @@ def find_unfinished(provider: FilesystemCheckpointProvider, program_path: str) -
 
     ``meta.json`` is a cache of the log's status; a kill between the two writes
     can leave it saying "running" for an execution whose log says it ended,
-    so the log has the last word (and the cache is mended)."""
+    so the log has the last word (and the cache is mended). A damaged one is
+    returned: resuming it is refused with the reason, never silently redone."""
     candidates: list[tuple[float, str, dict]] = []
     for execution_id in provider.list_executions():
         try:
             meta = provider.read_meta(execution_id)
         except logmod.StorageError:
             continue
-        if meta and meta.get("program") == program_path and meta.get("status") == "running":
-            candidates.append((float(meta.get("created", 0)), execution_id, meta))
+        if meta and meta.get("program") == program_path and meta.get("status") not in ENDED:
+            candidates.append((float(meta.get("created") or 0), execution_id, meta))
     for _, execution_id, meta in sorted(candidates, reverse=True):
-        try:
-            state = CheckpointManager(execution_id, provider).read_state()
-        except logmod.StorageError:
-            return execution_id  # unreadable: let the resume say so
-        if state is None or state.status == "running":
+        summary = summarize(provider, execution_id)
+        if summary.status not in ENDED:
             return execution_id
         log = provider.open_log(execution_id, create=False)
-        log.write_meta({**meta, "status": state.status})
+        log.write_meta({**meta, "status": summary.status, "message": summary.message})
         log.close()
     return None
+
+
+@dataclass
+class Plan:
+    """The execution a run will use, chosen before anything is written."""
+
+    execution_id: str
+    provider: FilesystemCheckpointProvider
+    program_path: str  # absolute
+    recorded: dict | None = None  # the exec record of an execution being resumed
+    status: str = ""
+    overridden: list[str] = field(default_factory=list)
+
+
+class Person(Human):
+    """The human agent; each reply also goes into the durable transcript, next to
+    the messages, so `executions show` can tell the whole conversation."""
+
+    async def reply(self, *, id: str, agent: str) -> str:
+        text = await super().reply(id=id, agent=agent)
+        note("say", {"event": "reply", "id": id, "agent": "user", "to": agent, "text": text})
+        return text
 
 
 def where(state: Any) -> str:
@@ -113,6 +169,7 @@ class Runner:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.manager: CheckpointManager | None = None
+        self.ran = False  # the program started running (a refusal comes before)
 
     def note(self, text: str) -> None:
         self.err.write(text + "\n")
@@ -124,51 +181,135 @@ class Runner:
                 return Agent.load(spec, program.path)
         raise BadInput(f"{program.path}: no agent has a playbook to run")
 
-    def _open_execution(self, program: Program, human: Human) -> None:
+    # -- which execution -------------------------------------------------------
+    def _plan(self, program: Program) -> Plan:
+        """Pick the execution and check it may be resumed, reading only."""
         provider = provider_for(self.config)
         path = str(Path(program.path).resolve())
         execution_id = self.options.execution_id
+        if execution_id is not None:
+            try:
+                logmod.validate_execution_id(execution_id)
+            except logmod.StorageError as error:
+                raise BadInput(str(error)) from None
+        exists = execution_id is not None and execution_id in provider.list_executions()
+        if exists and self.options.fresh:
+            raise BadInput(
+                f"execution {execution_id} already exists and --fresh starts a new one: "
+                f"give a new --execution-id, or none (`playbooks run {program.path} --fresh`)"
+            )
         if execution_id is None and not self.options.fresh:
             execution_id = find_unfinished(provider, path)
-        resumed = execution_id is not None and execution_id in provider.list_executions()
-        execution_id = execution_id or new_execution_id(program.path)
-        manager = CheckpointManager(execution_id, provider)
+            exists = execution_id is not None
+        if not exists:
+            return Plan(execution_id or new_execution_id(program.path), provider, path)
+        assert execution_id is not None
+        summary = summarize(provider, execution_id)
+        fresh = f"`playbooks run {program.path} --fresh`"
+        if summary.status == "damaged" or summary.state is None:
+            raise Refused(
+                f"execution {execution_id} cannot be resumed: {summary.message}; remove it with "
+                f"`playbooks executions rm {execution_id}` or start a new one with {fresh}"
+            )
+        recorded = summary.state.program
+        if recorded.get("program") != path:
+            owner = recorded.get("program") or "no program (it was not started by `playbooks run`)"
+            raise BadInput(
+                f"execution {execution_id} belongs to {owner}, not {path}: run that program, "
+                "or leave out --execution-id"
+            )
+        if summary.status in ENDED:
+            raise BadInput(
+                f"execution {execution_id} has already {summary.status}, so there is nothing "
+                f"to resume; start a new one with {fresh}"
+            )
+        if not same_program(recorded, program) and not self.options.force:
+            raise Refused(
+                f"{program.path} (or the runtime's storage format) changed since execution "
+                f"{execution_id} started; resume it anyway with --force, or start again "
+                f"with {fresh}"
+            )
+        return Plan(execution_id, provider, path, dict(recorded), summary.status)
+
+    def _use_recorded_settings(self, plan: Plan) -> None:
+        """A resume uses the settings its execution started with, unless a flag
+        overrides them; what was overridden is kept for the banner."""
+        recorded, options = plan.recorded or {}, self.options
+        started = recorded.get("config")
+        other_config = options.config is not None and started != self.config.source
+        if options.config is None and started and started != self.config.source:
+            if os.path.isfile(started):
+                loaded = load_config(started, overrides=options.overrides)
+                # the execution was found under this durability path: keep it
+                self.config = loaded.model_copy(update={"durability": self.config.durability})
+            else:
+                plan.overridden.append(
+                    f"config {self.config.source or '(defaults)'} (its config {started} is gone)"
+                )
+        elif other_config:
+            plan.overridden.append(
+                f"config {self.config.source} (started with {started or 'no config file'})"
+            )
+        if "model" not in recorded:
+            return  # recorded by an older version: nothing to restore
+        model = self.config.model
+        if options.model is None and not other_config:
+            self.config.model = model.model_copy(
+                update={"name": recorded["model"], "api_base": recorded.get("api_base")}
+            )
+            return
+        if portable_model(model.name) != recorded["model"]:
+            plan.overridden.append(f"model {model.name} (started with {recorded['model']})")
+        if model.api_base != recorded.get("api_base") and not model.name.startswith(REPLAY):
+            plan.overridden.append(
+                f"api_base {model.api_base} (started with {recorded.get('api_base')})"
+            )
+
+    def _open(self, plan: Plan, program: Program, human: Human) -> None:
+        """Take ownership, then record a new execution or announce the resume."""
+        manager = CheckpointManager(plan.execution_id, plan.provider)
         try:
             state = manager.open()
-        except logmod.ExecutionLocked as error:
+        except logmod.StorageError as error:  # in use, or unreadable
             raise Refused(str(error)) from None
         self.manager = manager
-        if resumed and state.program:
-            if state.status != "running":
-                manager.close()
-                raise Refused(
-                    f"execution {execution_id} has already {state.status}; use --fresh to start again"
-                )
-            if state.program.get("hash") != program.source_hash and not self.options.force:
-                manager.close()
-                raise Refused(
-                    f"{program.path} changed since execution {execution_id} started; "
-                    "resume it anyway with --force, or start again with --fresh"
-                )
-            checkpoint = state.counter
-            self.note(f"resuming {execution_id} at {where(state)} (checkpoint {checkpoint})")
+        execution_id = plan.execution_id
+        if plan.recorded is not None:
+            if state.status in ENDED:  # it ended between the look and the lock
+                raise BadInput(f"execution {execution_id} has already {state.status}")
+            at = where(state)
+            banner = f"resuming {execution_id} ({plan.status}) at {at} (checkpoint {state.counter})"
+            if plan.overridden:
+                banner += "; overridden: " + "; ".join(plan.overridden)
+            self.note(banner)
             human.emit(
                 {
                     "event": "resume",
                     "execution_id": execution_id,
-                    "checkpoint": checkpoint,
-                    "at": where(state),
+                    "status": plan.status,
+                    "checkpoint": state.counter,
+                    "at": at,
+                    "overridden": plan.overridden,
                 }
             )
         else:
-            manager.record_program(program=path, hash=program.source_hash, created=time.time())
+            model = self.config.model
+            manager.record_program(
+                program=plan.program_path,
+                hash=program.source_hash,
+                identity=program_identity(program),
+                created=time.time(),
+                model=portable_model(model.name),
+                api_base=model.api_base,
+                config=self.config.source,
+            )
             self.note(f"execution {execution_id}")
             human.emit({"event": "start", "execution_id": execution_id})
         self._write_meta("running")
         human.consumed = state.consumed
 
     def _write_meta(self, status: str, message: str = "") -> None:
-        """meta.json: a cache of the log's program and status, for listing executions."""
+        """meta.json: a cache of the log's program and status, and why a run stopped."""
         assert self.manager is not None
         program = self.manager.open().program
         meta = {"execution_id": self.manager.execution_id, "status": status, "message": message}
@@ -176,12 +317,32 @@ class Runner:
         self.manager.write_meta(meta | {"updated": time.time()})
 
     def _finish(self, status: str, message: str = "") -> None:
+        """Record how the run ended: finished/failed in the log (they are final),
+        waiting/interrupted in meta.json only (the execution stays resumable)."""
         if self.manager is None:
             return
-        if status != "running":
-            self.manager.record_status(status, message)
-        self._write_meta(status, message)
-        self.manager.close()
+        try:
+            if status in ENDED:
+                self.manager.record_status(status, message)
+            self._write_meta(status, message)
+        finally:
+            self.manager.close()
+            self.manager = None
+
+    def _client(self) -> Any:
+        model = self.config.model
+        try:
+            if model.name.startswith(REPLAY):
+                load_replay(model.name[len(REPLAY) :])  # a missing or bad file is bad input
+            return make_client(
+                model.name,
+                temperature=model.temperature,
+                api_base=model.api_base,
+                api_key=model.api_key,
+                record=model.record,
+            )
+        except (LLMError, ValueError) as error:
+            raise BadInput(str(error)) from None
 
     def _code_error(self, human: Human, event: dict) -> None:
         human.emit(event)
@@ -191,41 +352,41 @@ class Runner:
                 "it is told and tries again"
             )
 
+    # -- the run -----------------------------------------------------------------
     async def run(self, program_path: str) -> int:
-        try:
-            program = load_program(program_path)
-            agent = self._agent(program)
-        except ProgramError as error:
-            self.note(f"error: {error}")
-            return USAGE
-        except BadInput as error:
-            self.note(f"error: {error}")
-            return USAGE
-        human = Human(
+        human = Person(
             messages=self.options.messages, json_mode=self.options.json_mode, out=self.out
         )
         try:
-            if self.config.durability.enabled:
-                self._open_execution(program, human)
-        except Refused as error:
+            return await self._run(program_path, human)
+        except CommandError as error:
             self.note(f"error: {error}")
-            return REFUSED
-        except logmod.StorageError as error:
-            self.note(f"error: {error}")
-            return REFUSED
-        model = self.config.model
+            return error.code
+        finally:
+            if self.manager is not None:  # refused after the lock was taken
+                self.manager.close()
+                self.manager = None
+            unused = human.messages[human.taken :]
+            if unused and self.ran:  # a refused run used none: its error says so already
+                listed = ", ".join(repr(m) for m in unused)
+                self.note(f"note: {len(unused)} --message value(s) not used: {listed}")
+
+    async def _run(self, program_path: str, human: Human) -> int:
         try:
-            llm = make_client(
-                model.name,
-                temperature=model.temperature,
-                api_base=model.api_base,
-                api_key=model.api_key,
-                record=model.record,
-            )
-        except (LLMError, ValueError) as error:
-            self.note(f"error: {error}")
-            self._finish("running")
-            return USAGE
+            program = load_program(program_path)
+        except ProgramError as error:
+            raise BadInput(str(error)) from None
+        agent = self._agent(program)
+        plan = None
+        if self.config.durability.enabled:
+            plan = self._plan(program)
+            if plan.recorded is not None:
+                self._use_recorded_settings(plan)
+        elif self.options.execution_id is not None:
+            raise BadInput("--execution-id needs durability: set [durability] enabled = true")
+        llm = self._client()
+        if plan is not None:
+            self._open(plan, program, human)
         safety = self.config.safety
         interpreter = Interpreter(
             agent=agent.spec,
@@ -243,22 +404,27 @@ class Runner:
             program_path=str(Path(program.path)),
             on_event=lambda event: self._code_error(human, event),
         )
+        resume = f"; resume it with `playbooks resume {plan.execution_id}`" if plan else ""
+        self.ran = True
         try:
             result = await interpreter.run()
         except AwaitingInput as waiting:
-            self.note(f"stopped: {waiting}")
+            self.note(f"stopped: {waiting}{resume}")
             human.emit({"event": "end", "status": "waiting", "message": str(waiting)})
-            self._finish("running")
+            self._finish("waiting", str(waiting))
             return FAILED
         except OutputClosed as closed:
-            self.note(f"stopped: {closed}; run the same command again to resume")
-            self._finish("running")
+            self.note(f"stopped: {closed}{resume}")
+            self._finish("interrupted", str(closed))
             return FAILED
         except ProgramFailed as failed:
-            self.note(f"error: {failed}")
-            human.emit({"event": "end", "status": "failed", "message": str(failed)})
-            self._finish("running")
+            self.note(f"error: {failed}{resume}")
+            human.emit({"event": "end", "status": "interrupted", "message": str(failed)})
+            self._finish("interrupted", str(failed))
             return FAILED
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            self._finish("interrupted", "stopped by the user")
+            raise
         except Exception as error:  # a Python playbook at the top raised
             message = describe_failure(error, program.path)  # FILE.pb:LINE: Type: message
             self.note(f"error: the program failed: {message}")

@@ -39,6 +39,7 @@ class Human:
         self.messages = list(messages or [])
         self.json_mode = json_mode
         self.consumed = consumed
+        self.taken = 0  # --message values used by this process: the next one is the next reply
         self.out = out or sys.stdout
         self.stdin = stdin if stdin is not None else sys.stdin  # None when closed
         self.terminal = term.Terminal(self.out, err or sys.stderr, json_mode=json_mode)
@@ -78,13 +79,14 @@ class Human:
 
     async def reply(self, *, id: str, agent: str) -> str:
         self.emit({"event": "wait", "id": id, "agent": agent})
-        index = self.consumed
+        given = self.taken < len(self.messages)
         typed = False
-        if index < len(self.messages):
-            text = self.messages[index]
+        if given:
+            text = self.messages[self.taken]
+            self.taken += 1
         else:
             text, typed = await self._read(agent)
-        self.consumed = index + 1
+        self.consumed += 1
         self.emit({"event": "reply", "id": id, "text": text})
         if not typed:  # a --message or a piped line: show it, as if typed
             self._line("user", text, term.USER_STYLE)
