@@ -162,6 +162,7 @@ def run(shape: Shape, workdir: Path, *, kill: int | None = None) -> tuple[Run, b
     seen: set[tuple[str, str]] = set()
     out = Run()
     killed = False
+    taken = 0  # replies received so far: the next --message is the next reply
     for life in range(MAX_LIVES):
         if shape.divergent and life == 1:
             mode.write_text("b")
@@ -170,12 +171,13 @@ def run(shape: Shape, workdir: Path, *, kill: int | None = None) -> tuple[Run, b
             extra["PLAYBOOKS_CRASH_AT"] = f"effect:{kill}"
         args = [sys.executable, "-m", "playbooks.cli", "run", str(program), "--json"]
         args += ["--model", f"replay:{workdir / 'fuzz.replay.jsonl'}"]
-        for n in range(REPLIES):  # Yld's n-th reply is "reply n", as at the executor level
+        for n in range(taken, REPLIES):  # Yld's n-th reply is "reply n", as at the executor level
             args += ["--message", f"reply {n}"]
         done = subprocess.run(
             args, cwd=workdir, env=_env(extra), capture_output=True, text=True, timeout=120
         )
         events = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+        taken += sum(1 for e in events if e["event"] == "reply")
         for e in events:
             if e["event"] == "say" and (e["id"], e["text"]) not in seen:
                 seen.add((e["id"], e["text"]))
