@@ -57,3 +57,42 @@ def test_ported_example_runs_offline(name: str, tmp_path: Path) -> None:
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["text"] for e in events if e["event"] == "say"] == expected
     assert not [e for e in events if e["event"] == "code_error"]
+
+
+def _letters_run(workdir: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    (workdir / "playbooks.toml").write_text(
+        f'[model]\nname = "replay:{EXAMPLES / "letters.replay.jsonl"}"\n'
+        '[durability]\nenabled = true\nfsync = false\npath = "ckpt"\n'
+    )
+    env = child_env({"PLAYBOOKS_CRASH_AT": crash_at} if crash_at else None)
+    cmd = [sys.executable, "-m", "playbooks.cli", "run", str(EXAMPLES / "letters.pb"), "--json"]
+    return subprocess.run(
+        cmd, cwd=workdir, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.mark.parametrize("k", [None, 2, 3, 4, 5, 6])
+def test_letters_drawn_by_a_python_playbook_are_the_same_after_a_kill(
+    tmp_path: Path, k: int | None
+) -> None:
+    """`random.choices` inside a plain `def` playbook is journaled: a run killed
+    before effect k shows first and last letters of one and the same string."""
+    from playbooks.durability import CheckpointManager, FilesystemCheckpointProvider
+
+    lives = [_letters_run(tmp_path, f"effect:{k}" if k else None)]
+    if k is not None:
+        assert lives[0].returncode == -9, lives[0].stderr
+        lives.append(_letters_run(tmp_path))
+    assert lives[-1].returncode == 0, lives[-1].stderr
+    shown: dict[str, str] = {}
+    for life in lives:
+        for line in life.stdout.splitlines():
+            event = json.loads(line)
+            if event["event"] == "say":
+                shown.setdefault(event["id"], event["text"])
+    first, last = (text.rsplit(" ", 1)[1].rstrip(".") for text in shown.values())
+    provider = FilesystemCheckpointProvider(tmp_path / "ckpt")
+    (execution,) = provider.list_executions()
+    state = CheckpointManager(execution, provider).read_state()
+    letters = CheckpointManager(execution, provider).decode(state.agent_vars["letters"])
+    assert (first, last) == (letters[:4], letters[-4:])

@@ -227,7 +227,9 @@ def journaled_copy(module: types.ModuleType) -> types.ModuleType:
 
 
 def journal_globals(namespace: dict[str, Any]) -> None:
-    """Make a python block's globals journaled: its modules and the functions it imported by name."""
+    """Make a python block's globals journaled: its modules, the functions it imported
+    by name, and the imports its functions make later (inside a function body)."""
+    namespace["__builtins__"] = journaled_builtins()
     copies: dict[str, types.ModuleType] = {}
     for name, value in list(namespace.items()):
         if isinstance(value, types.ModuleType) and value.__name__ in _TABLES:
