@@ -120,6 +120,30 @@ async def crash_and_resume(tmp_path: Path, code: str, stop_at: int) -> tuple[lis
     return first.calls + second.calls, ex2.variables(), (reference.calls, ex.variables())
 
 
+async def stop_then_resume(path: Path, code: str, stop_at: int, first: dict, second: dict) -> World:
+    """Run ``code`` until Stop before effect ``stop_at`` with names ``first``, then
+    resume it with names ``second`` (the stream is cut: what was received is all)."""
+    m = manager(path)
+    ex = StreamingPythonExecutor(
+        None, namespace=World(stop_at=stop_at).namespace(**first), checkpoint_manager=m
+    )
+    with pytest.raises(Stop):
+        await ex.add_chunk(code)
+        await ex.finalize()
+    m.close()
+    world = World()
+    m = manager(path)
+    try:
+        checkpoint = await m.get_latest_checkpoint()
+        resumed = await StreamingPythonExecutor.resume_from_checkpoint(
+            None, checkpoint, namespace=world.namespace(**second), checkpoint_manager=m
+        )
+        await resumed.finalize()
+    finally:
+        m.close()
+    return world
+
+
 def data(variables: dict) -> dict:
     return {k: v for k, v in variables.items() if not callable(v) and not hasattr(v, "__spec__")}
 
@@ -294,45 +318,21 @@ async def test_a_divergent_replay_is_refused_not_fed_the_wrong_record(tmp_path: 
         "        await Items()\n"
         "    await Say('user', str(i))\n"
     )
-    world = World(stop_at=3)
-    m = manager(tmp_path)
-    ex = StreamingPythonExecutor(
-        None, namespace=world.namespace(flag=lambda: True), checkpoint_manager=m
-    )
-    with pytest.raises(Stop):
-        await ex.add_chunk(code)
-        await ex.finalize()
-    m.close()
-    m = manager(tmp_path)
-    checkpoint = await m.get_latest_checkpoint()
-    second = World()
+    seen: list = []
+
+    def flag_then_log() -> bool:
+        seen.append("checked")
+        return False
+
     with pytest.raises(ReplayDivergence, match="first run called Double"):
-        ex = await StreamingPythonExecutor.resume_from_checkpoint(
-            None, checkpoint, namespace=second.namespace(flag=lambda: False), checkpoint_manager=m
-        )
-        await ex.finalize()  # the stream was cut before its end: the rest is what is there
-    m.close()
-    assert ("Items",) not in second.calls  # the recorded result was not handed to Items
+        await stop_then_resume(tmp_path, code, 3, {"flag": lambda: True}, {"flag": flag_then_log})
+    assert seen == ["checked"]  # stopped at the first divergent call: Items never ran
 
 
 async def test_other_arguments_on_replay_are_a_divergence(tmp_path: Path) -> None:
     code = "if True:\n    await Double(value())\n    await Say('user', 'x')\n"
-    m = manager(tmp_path)
-    ex = StreamingPythonExecutor(
-        None, namespace=World(stop_at=2).namespace(value=lambda: 1), checkpoint_manager=m
-    )
-    with pytest.raises(Stop):
-        await ex.add_chunk(code)
-        await ex.finalize()
-    m.close()
-    m = manager(tmp_path)
-    checkpoint = await m.get_latest_checkpoint()
     with pytest.raises(ReplayDivergence, match="other arguments"):
-        ex = await StreamingPythonExecutor.resume_from_checkpoint(
-            None, checkpoint, namespace=World().namespace(value=lambda: 2), checkpoint_manager=m
-        )
-        await ex.finalize()
-    m.close()
+        await stop_then_resume(tmp_path, code, 2, {"value": lambda: 1}, {"value": lambda: 2})
 
 
 @pytest.mark.parametrize(
@@ -391,23 +391,8 @@ async def test_a_plain_statement_is_not_computed_again_after_a_stop(tmp_path: Pa
         return next(counter)
 
     code = "$n = next_id()\nawait Say('user', str($n))\n"
-    m = manager(tmp_path)
-    first = World(stop_at=1)
-    ex = StreamingPythonExecutor(
-        None, namespace=first.namespace(next_id=next_id), checkpoint_manager=m
-    )
-    ex.set_llm_response(code)
-    with pytest.raises(Stop):
-        await ex.add_chunk(code)
-        await ex.finalize()
-    m.close()
-    second = World()
-    m = manager(tmp_path)
-    checkpoint = await m.get_latest_checkpoint()
-    await StreamingPythonExecutor.resume_from_checkpoint(
-        None, checkpoint, namespace=second.namespace(next_id=next_id), checkpoint_manager=m
-    )
-    m.close()
+    names = {"next_id": next_id}
+    second = await stop_then_resume(tmp_path, code, 1, names, names)
     assert second.calls == [("Say", "user", "100")]
 
 
