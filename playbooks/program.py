@@ -221,6 +221,8 @@ class Runner:
                 api_base=model.api_base,
                 api_key=model.api_key,
                 record=model.record,
+                timeout=model.timeout,
+                retries=model.retries,
             )
         except (LLMError, ValueError) as error:
             self.note(f"error: {error}")
