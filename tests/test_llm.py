@@ -610,3 +610,41 @@ async def test_a_request_that_times_out_is_retried_then_reported():
             release.set()
         assert len(srv.requests) == 2
     assert "timed out" in str(info.value)
+
+
+def test_a_call_that_keeps_failing_exits_1_in_one_line_and_resumes_later(
+    tmp_path, monkeypatch, capsys
+):
+    from playbooks.cli import main
+
+    for key in list(os.environ):
+        if key.startswith("PLAYBOOKS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    program = tmp_path / "hello.pb"
+    program.write_text("# Host\n\n## Main\n### Triggers\n- At the beginning\n### Steps\n- Greet\n")
+    script = {"Main": ['```python\nawait Step("Main:01")\nawait Say("user", "Hi!")\n'
+                       'await Return(1)\n```']}  # fmt: skip
+    flaky = Flaky(503, 99)
+    flaky.inner = ScriptResponder(script)
+    with ScriptedLLMServer(flaky) as srv:
+        (tmp_path / "playbooks.toml").write_text(
+            f'[model]\nname = "openai/test-model"\napi_base = "{srv.url}"\nretries = 1\n'
+            f'timeout = 30\n[durability]\nenabled = true\npath = "{tmp_path / "ckpt"}"\n'
+            "fsync = false\n"
+        )
+        assert main(["run", str(program), "--json"]) == 1
+        out, err = capsys.readouterr()
+        assert len(srv.requests) == 2  # the first attempt and one retry
+        retried = [json.loads(line) for line in out.splitlines() if '"llm_retry"' in line]
+        assert len(retried) == 1 and "HTTP 503" in retried[0]["reason"]
+        error = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and "HTTP 503" in error[0] and "after 2 attempts" in error[0]
+        assert main(["executions", "list", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [e["status"] for e in listed] == ["running"]  # resumable, not failed
+        flaky.failures = 0  # the service is back
+        assert main(["run", str(program), "--json"]) == 0
+        out, err = capsys.readouterr()
+    assert "resuming" in err
+    assert [json.loads(line)["text"] for line in out.splitlines() if '"say"' in line] == ["Hi!"]

@@ -133,13 +133,35 @@ def test_the_first_words_of_a_long_say_appear_well_before_its_last(tmp_path: Pat
     assert last - first > 1.0, (first, last)
 
 
-def test_json_output_stays_one_event_per_say(tmp_path: Path) -> None:
-    with ScriptedLLMServer(ScriptResponder(SCRIPT), chunk_size=64) as server:
-        child = start(tmp_path, server.url, "--json")
-        out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, err
-    says = [e for e in map(json.loads, out.decode().splitlines()) if e["event"] == "say"]
-    assert [e["text"] for e in says] == [TALE]
+def test_json_output_stays_one_event_per_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from playbooks.cli import main
+
+    for key in list(os.environ):
+        if key.startswith("PLAYBOOKS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tale.pb").write_text(PROGRAM)
+    with ScriptedLLMServer(ScriptResponder(SCRIPT), chunk_size=8) as server:
+        (tmp_path / "playbooks.toml").write_text(
+            f'[model]\nname = "openai/test-model"\napi_base = "{server.url}"\n'
+        )
+        assert main(["run", "tale.pb", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    events = [json.loads(line) for line in lines]  # nothing but JSON, no partial text
+    assert [e["text"] for e in events if e["event"] == "say"] == [TALE]
+    usage = [e for e in events if e["event"] == "llm"]
+    assert usage == [
+        {
+            "event": "llm",
+            "call": 0,
+            "playbook": "Main",
+            "prompt_tokens": usage[0]["prompt_tokens"],
+            "completion_tokens": len(SCRIPT["Main"][0]) // 4,
+        }
+    ]
+    assert usage[0]["prompt_tokens"] > len(PROGRAM) // 4  # the tokens the server counted
 
 
 def test_a_kill_mid_say_shows_the_message_whole_once_after_resume(tmp_path: Path) -> None:
