@@ -57,7 +57,8 @@ for your reasoning (`# recap: ...`, `# plan: ...`, `# think: ...`, and the
   a string. `await WaitForMessage("user")` is the same. End your code after
   waiting unless the next steps need nothing but the reply: the next turn
   shows you the reply.
-- `await Yld("call")` ends your turn here so you see results before going on;
+- `await Yld("call")` is accepted and returns at once: an awaited call has
+  already finished and its result is in your variable.
   `await Yld("exit")` ends the whole program, like `await EndProgram()`.
 - `await Return(value)` ends this playbook and gives `value` to its caller.
   Nothing after it runs. Return when the playbook's steps are done.
