@@ -62,6 +62,8 @@ class ModelConfig(_Strict):
     api_base: str | None = None
     api_key: str | None = Field(None, repr=False)
     record: str | None = None
+    timeout: float = Field(120.0, gt=0)  # seconds per LLM request
+    retries: int = Field(3, ge=0)  # on 429, 5xx, timeouts and dropped connections
 
 
 class DurabilityConfig(_Strict):

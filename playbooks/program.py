@@ -340,6 +340,8 @@ class Runner:
                 api_base=model.api_base,
                 api_key=model.api_key,
                 record=model.record,
+                timeout=model.timeout,
+                retries=model.retries,
             )
         except (LLMError, ValueError) as error:
             raise BadInput(str(error)) from None

@@ -22,6 +22,14 @@ class _StreamCut(Exception):
     """on_chunk asked to drop the connection mid-stream."""
 
 
+class HTTPStatus(Exception):
+    """Raised by a responder to answer with this status instead (429, 503...)."""
+
+    def __init__(self, status: int, message: str = "scripted failure") -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ScriptedLLMServer:
     """Answers /v1/chat/completions with whatever `responder` returns.
 
@@ -144,6 +152,9 @@ def _make_handler(owner: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
             model = str(body.get("model", "test-model"))
             try:
                 text = owner.responder(body)
+            except HTTPStatus as exc:
+                self._send_json(exc.status, {"error": {"message": str(exc), "type": "scripted"}})
+                return
             except Exception as exc:  # noqa: BLE001 - reported to the client as a 500
                 self._send_json(
                     500,
@@ -174,7 +185,10 @@ def _make_handler(owner: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
                     {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
                 )
                 self._write_chunk(_chunk(model, delta, None))
-            self._write_chunk(_chunk(model, {}, "stop") + b"data: [DONE]\n\n")
+            final = _chunk(model, {}, "stop")
+            if (body.get("stream_options") or {}).get("include_usage"):
+                final += _usage_chunk(model, body, text)
+            self._write_chunk(final + b"data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 
@@ -183,6 +197,24 @@ def _make_handler(owner: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
 
     return Handler
+
+
+def _usage_chunk(model: str, body: dict, text: str) -> bytes:
+    """Token counts as a provider reports them: about one token per 4 characters."""
+    prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+    payload = {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt // 4,
+            "completion_tokens": len(text) // 4,
+            "total_tokens": prompt // 4 + len(text) // 4,
+        },
+    }
+    return f"data: {json.dumps(payload)}\n\n".encode()
 
 
 def _completion(model: str, text: str) -> dict:

@@ -123,7 +123,7 @@ async def test_stream_cut_by_the_server_is_an_error_not_a_short_reply():
             raise ConnectionAbortedError("cut")
 
     with ScriptedLLMServer(ScriptResponder(SCRIPT), on_chunk=cut) as srv:
-        client = LiteLLMClient("openai/test-model", api_base=srv.url)
+        client = LiteLLMClient("openai/test-model", api_base=srv.url, retries=0)
         received: list[str] = []
         with pytest.raises(LLMError) as info:
             async for text in client.stream(LLMRequest(build_messages(ctx()), 0, "Main")):
@@ -150,7 +150,7 @@ async def test_server_error_gives_http_status_in_one_line():
         raise RuntimeError("script exhausted")
 
     with ScriptedLLMServer(broken) as srv:
-        client = LiteLLMClient("openai/test-model", api_base=srv.url)
+        client = LiteLLMClient("openai/test-model", api_base=srv.url, backoff=0.01)
         with pytest.raises(LLMError) as info:
             await collect(client, LLMRequest(build_messages(ctx()), 0, "Main"))
     message = str(info.value)
@@ -494,17 +494,18 @@ def test_build_messages_is_deterministic_and_structured():
     assert a == b
     assert [m["role"] for m in a] == ["system", "user", "assistant", "user"]
     assert "```python" in a[0]["content"] and "Yld" in a[0]["content"]
-    assert a[1]["content"].startswith(f"{PLAYBOOK_MARKER}Main\n")
-    assert "Sub($name) -> str" in a[1]["content"] and "Write the code" in a[1]["content"]
+    assert a[1]["content"].startswith("Agent: Host\nGreets people.")
+    assert f"\n{PLAYBOOK_MARKER}Main\n" in a[1]["content"]
+    assert "Sub($name) -> str" in a[1]["content"] and "Write the code" in a[3]["content"]
     assert a[2]["content"] == MAIN_0
     assert "The user said: Ada" in a[3]["content"] and "Sub returned 'hi'" in a[3]["content"]
-    assert a[3]["content"].endswith("Continue.")
+    assert a[3]["content"].endswith("Write the code for the next steps.")
     assert build_messages(ctx(observation="x")) != build_messages(ctx(observation="y"))
 
 
 def test_build_messages_truncates_long_values():
     messages = build_messages(ctx(variables={"$big": "x" * 5000}))
-    assert "x" * 300 not in messages[1]["content"]
+    assert "x" * 1000 not in messages[1]["content"]
     assert "$big = " in messages[1]["content"]
 
 
@@ -519,3 +520,131 @@ def test_parse_request_round_trips(playbook, history, partial):
     if partial is not None:
         messages = continuation_messages(messages, partial)
     assert parse_request(messages) == (playbook, len(history), partial)
+
+
+# --- retries, timeouts and token usage ------------------------------------------
+
+
+class Flaky:
+    """Fails the first `failures` requests with `status`, then follows the script."""
+
+    def __init__(self, status: int, failures: int) -> None:
+        self.status, self.failures, self.inner = status, failures, ScriptResponder(SCRIPT)
+
+    def __call__(self, request: dict) -> str:
+        from llm_server import HTTPStatus
+
+        if self.failures:
+            self.failures -= 1
+            raise HTTPStatus(self.status, f"scripted {self.status}")
+        return self.inner(request)
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_a_rate_limit_or_server_error_is_retried_with_backoff(status):
+    from playbooks.llm.client import set_call_listener
+
+    seen: list[tuple[str, str, float]] = []
+    set_call_listener(lambda event, r: seen.append((event, r.retry_reason, r.retry_delay)))
+    try:
+        with ScriptedLLMServer(Flaky(status, 2)) as srv:
+            client = LiteLLMClient("openai/test-model", api_base=srv.url, backoff=0.01)
+            request = LLMRequest(build_messages(ctx()), 0, "Main")
+            assert "".join(await collect(client, request)) == MAIN_0
+            assert len(srv.requests) == 3  # two failures, then the answer
+    finally:
+        set_call_listener(None)
+    retries = [(reason, delay) for event, reason, delay in seen if event == "retry"]
+    assert [delay for _, delay in retries] == [0.01, 0.02]  # exponential backoff
+    assert all(f"HTTP {status}" in reason for reason, _ in retries)
+    assert request.usage is not None and request.usage["completion_tokens"] == len(MAIN_0) // 4
+
+
+async def test_a_server_that_always_fails_gives_up_after_the_retries():
+    with ScriptedLLMServer(Flaky(500, 99)) as srv:
+        client = LiteLLMClient("openai/test-model", api_base=srv.url, retries=2, backoff=0.01)
+        with pytest.raises(LLMError) as info:
+            await collect(client, LLMRequest(build_messages(ctx()), 0, "Main"))
+        assert len(srv.requests) == 3
+    message = str(info.value)
+    assert "\n" not in message and "HTTP 500" in message and "after 3 attempts" in message
+
+
+async def test_a_bad_request_is_not_retried():
+    with ScriptedLLMServer(Flaky(400, 99)) as srv:
+        client = LiteLLMClient("openai/test-model", api_base=srv.url, backoff=0.01)
+        with pytest.raises(LLMError):
+            await collect(client, LLMRequest(build_messages(ctx()), 0, "Main"))
+        assert len(srv.requests) == 1
+
+
+async def test_a_stream_cut_midway_is_continued_after_the_text_received():
+    def cut(request_number: int, chunk_number: int) -> None:
+        if request_number == 0 and chunk_number == 3:
+            raise ConnectionAbortedError("cut")
+
+    with ScriptedLLMServer(ScriptResponder(SCRIPT), on_chunk=cut) as srv:
+        client = LiteLLMClient("openai/test-model", api_base=srv.url, backoff=0.01)
+        chunks = await collect(client, LLMRequest(build_messages(ctx()), 0, "Main"))
+        assert "".join(chunks) == MAIN_0  # nothing repeated, nothing lost
+        assert srv.requests[1]["messages"][-2] == {"role": "assistant", "content": MAIN_0[:24]}
+
+
+async def test_a_request_that_times_out_is_retried_then_reported():
+    import threading
+
+    release = threading.Event()
+
+    def stall(request_number: int, chunk_number: int) -> None:
+        if chunk_number == 0:
+            release.wait(5)  # longer than the client's timeout
+
+    with ScriptedLLMServer(ScriptResponder(SCRIPT), on_chunk=stall) as srv:
+        client = LiteLLMClient(
+            "openai/test-model", api_base=srv.url, timeout=0.3, retries=1, backoff=0.01
+        )
+        try:
+            with pytest.raises(LLMError) as info:
+                await collect(client, LLMRequest(build_messages(ctx()), 0, "Main"))
+        finally:
+            release.set()
+        assert len(srv.requests) == 2
+    assert "timed out" in str(info.value)
+
+
+def test_a_call_that_keeps_failing_exits_1_in_one_line_and_resumes_later(
+    tmp_path, monkeypatch, capsys
+):
+    from playbooks.cli import main
+
+    for key in list(os.environ):
+        if key.startswith("PLAYBOOKS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    program = tmp_path / "hello.pb"
+    program.write_text("# Host\n\n## Main\n### Triggers\n- At the beginning\n### Steps\n- Greet\n")
+    script = {"Main": ['```python\nawait Step("Main:01")\nawait Say("user", "Hi!")\n'
+                       'await Return(1)\n```']}  # fmt: skip
+    flaky = Flaky(503, 99)
+    flaky.inner = ScriptResponder(script)
+    with ScriptedLLMServer(flaky) as srv:
+        (tmp_path / "playbooks.toml").write_text(
+            f'[model]\nname = "openai/test-model"\napi_base = "{srv.url}"\nretries = 1\n'
+            f'timeout = 30\n[durability]\nenabled = true\npath = "{tmp_path / "ckpt"}"\n'
+            "fsync = false\n"
+        )
+        assert main(["run", str(program), "--json"]) == 1
+        out, err = capsys.readouterr()
+        assert len(srv.requests) == 2  # the first attempt and one retry
+        retried = [json.loads(line) for line in out.splitlines() if '"llm_retry"' in line]
+        assert len(retried) == 1 and "HTTP 503" in retried[0]["reason"]
+        error = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and "HTTP 503" in error[0] and "after 2 attempts" in error[0]
+        assert main(["executions", "list", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [e["status"] for e in listed] == ["running"]  # resumable, not failed
+        flaky.failures = 0  # the service is back
+        assert main(["run", str(program), "--json"]) == 0
+        out, err = capsys.readouterr()
+    assert "resuming" in err
+    assert [json.loads(line)["text"] for line in out.splitlines() if '"say"' in line] == ["Hi!"]

@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from .. import terminal as term
 from ..execution.builtins import AwaitingInput, OutputClosed
+from ..execution.say_preview import set_preview_listener
 from ..llm.client import set_call_listener
 
 NO_MORE_INPUT = (
@@ -43,8 +44,20 @@ class Human:
         self.out = out or sys.stdout
         self.stdin = stdin if stdin is not None else sys.stdin  # None when closed
         self.terminal = term.Terminal(self.out, err or sys.stderr, json_mode=json_mode)
-        # The spinner while the model is awaited; only one run per process shows it.
-        set_call_listener(self.terminal.llm_event if self.terminal.live else None)
+        # What was said, replied and marked in this process, in order: the
+        # interpreter tells the model what happened since its last turn from it.
+        self.log: list[dict[str, Any]] = []
+        self.err = err or sys.stderr
+        # The text of a Say to the person shown while its statement streams in
+        # (never in --json): the terminal line is left open until the Say runs.
+        self._preview: str | None = None
+        self._preview_agent = ""
+        self._preview_key: tuple = ()
+        self._previewed: set[tuple] = set()
+        # The spinner while the model is awaited, retry notes and token counts;
+        # only one run per process shows them.
+        set_call_listener(self._llm_event)
+        set_preview_listener(None if json_mode else self.preview)
 
     def emit(self, event: dict[str, Any]) -> None:
         """One JSON object per line, written and flushed when it happens."""
@@ -59,7 +72,76 @@ class Human:
         if not self.json_mode:
             self._write(self.terminal.line(who, text, style=style))
 
+    def _llm_event(self, event: str, request: Any) -> None:
+        if self.terminal.live:
+            self.terminal.llm_event(event, request)
+        if event == "retry":
+            where = f"LLM call #{request.call_index} ({request.playbook})"
+            self.emit(
+                {
+                    "event": "llm_retry",
+                    "call": request.call_index,
+                    "playbook": request.playbook,
+                    "reason": request.retry_reason,
+                    "delay": request.retry_delay,
+                }
+            )
+            if not self.json_mode:
+                self.err.write(
+                    f"note: {where} failed: {request.retry_reason}; "
+                    f"retrying in {request.retry_delay:g} s\n"
+                )
+                self.err.flush()
+        elif event == "end" and request.usage is not None:
+            self.emit(
+                {
+                    "event": "llm",
+                    "call": request.call_index,
+                    "playbook": request.playbook,
+                    "prompt_tokens": request.usage.get("prompt_tokens"),
+                    "completion_tokens": request.usage.get("completion_tokens"),
+                }
+            )
+
+    def preview(self, key: tuple, text: str) -> None:
+        """Show more of a Say to the person whose statement is still streaming in."""
+        if key in self._previewed:
+            return  # that Say has run: its line is complete
+        if self._preview is not None and key == self._preview_key:
+            if text.startswith(self._preview) and len(text) > len(self._preview):
+                self._raw(text[len(self._preview) :])
+                self._preview = text
+            return
+        frame = str(key[0]) if key else ""
+        agent = next(
+            (
+                e["agent"]
+                for e in reversed(self.log)
+                if e.get("frame") == frame or str(e.get("id", "")).startswith(frame + "/")
+            ),
+            next((e["agent"] for e in reversed(self.log) if "agent" in e), "agent"),
+        )
+        self._close_preview()
+        prefix = self.terminal.line(agent, "", style=term.AGENT_STYLE).rstrip("\n")
+        self._raw(prefix + text)
+        self._preview, self._preview_key, self._preview_agent = text, key, agent
+
+    def _close_preview(self) -> None:
+        if self._preview is not None:
+            self._preview = None
+            self._previewed.add(self._preview_key)  # its Say will be shown whole
+            self._raw("\n")
+
+    def _raw(self, text: str) -> None:
+        self.terminal.status(None)
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (BrokenPipeError, ValueError) as error:  # nobody is reading any more
+            raise OutputClosed(f"the output was closed ({error})") from None
+
     def _write(self, line: str) -> None:
+        self._close_preview()  # a Say shown in part, then something else: end its line
         self.terminal.status(None)  # the spinner's line is cleared first
         try:
             self.out.write(line)
@@ -67,14 +149,27 @@ class Human:
         except (BrokenPipeError, ValueError) as error:  # nobody is reading any more
             raise OutputClosed(f"the output was closed ({error})") from None
 
+    def _note(self, kind: str, **fields: Any) -> None:
+        self.log.append({"seq": len(self.log), "kind": kind, **fields})
+
     def say(self, *, id: str, agent: str, to: str, text: str) -> None:
+        self._note("say", id=id, agent=agent, to=to, text=text)
         self.emit({"event": "say", "id": id, "agent": agent, "to": to, "text": text})
+        shown = self._preview
+        if to == "user" and shown is not None and agent == self._preview_agent:
+            self._preview = None  # this Say completes the line its preview began
+            self._previewed.add(self._preview_key)
+            if text.startswith(shown):
+                self._raw(text[len(shown) :] + "\n")
+                return
+            self._raw("\n")  # it came out otherwise (an f-string field...): show it whole
         if to == "user":
             self._line(agent, text, term.AGENT_STYLE)
         else:
             self._line(f"{agent} -> {to}", text, term.OTHER_STYLE)
 
     def step(self, *, agent: str, frame: str, step: str) -> None:
+        self._note("step", agent=agent, frame=frame, step=step)
         self.emit({"event": "step", "agent": agent, "frame": frame, "step": step})
 
     async def reply(self, *, id: str, agent: str) -> str:
@@ -87,6 +182,7 @@ class Human:
         else:
             text, typed = await self._read(agent)
         self.consumed += 1
+        self._note("reply", id=id, agent=agent, source="user", text=text)
         self.emit({"event": "reply", "id": id, "text": text})
         if not typed:  # a --message or a piped line: show it, as if typed
             self._line("user", text, term.USER_STYLE)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..language import AgentSpec, PlaybookSpec
-from ..llm import LLMError, LLMRequest, TurnContext, build_messages
+from ..llm import LLMError, LLMRequest, PlaybookInfo, TurnContext, build_messages
+from ..llm.prompts import render_state
 from .builtins import AwaitingInput, Conversation, ProgramEnd, make_builtins
 from .executor import RERUN, PlaybookReturn, StreamingPythonExecutor
 from .journal import CURRENT_CALL
@@ -117,6 +119,20 @@ def describe_error(error: BaseException) -> str:
     return f"{where}{type(error).__name__}: {error}"
 
 
+#: Messages shown to a call's first turn from before it started.
+RECENT_EVENTS = 10
+_STEP_CALL = re.compile(r"""Step\(\s*["']([^"']+)["']""")
+
+
+def _last_step(history: list) -> str:
+    """The last step the model's code marked, when no live record of it exists (resume)."""
+    for response, _ in reversed(history):
+        found = _STEP_CALL.findall(response or "")
+        if found:
+            return found[-1]
+    return ""
+
+
 def signature(spec: PlaybookSpec) -> str:
     params = ", ".join(f"${p}" for p in spec.params)
     returns = f" -> {spec.returns}" if spec.returns else ""
@@ -136,11 +152,10 @@ class Interpreter:
     llm_calls: int = 0
     _claimed: set[str] = field(default_factory=set)
     _stack: list[str] = field(default_factory=list)
-    #: The agent's state: one namespace shared by all its Markdown playbooks, so
-    #: ``$name`` set by one playbook is read by another (arguments are per call).
-    _state: dict[str, Any] | None = None
-    _base: dict[str, int] = field(default_factory=dict)  # runtime-provided names in it
-    _defined: set[str] = field(default_factory=set)  # names bound by imports/defs in it
+from ..llm import LLMError, LLMRequest, PlaybookInfo, TurnContext, build_messages
+from ..llm.prompts import render_state
+from .builtins import AwaitingInput, Conversation, ProgramEnd, make_builtins
+from .executor import RERUN, PlaybookReturn, StreamingPythonExecutor
 
     def __post_init__(self) -> None:
         journal_globals(self.python_globals)  # the python blocks' clocks and chance replay too
@@ -434,17 +449,50 @@ class Interpreter:
             history.append((executor.llm_response, outcome))
             turn += 1
 
-    def _context(self, spec: PlaybookSpec, history: list, variables: dict) -> TurnContext:
-        return TurnContext(
+    def _context(
+        self, spec: PlaybookSpec, history: list, variables: dict, frame_id: str = ""
+    ) -> TurnContext:
+        """What the model is told this turn; the conversation's log (if it keeps
+        one) gives what was said and replied since this frame's last turn."""
+        memory = self._prompt_memory.setdefault(frame_id, {"mark": None, "earlier": []})
+        log = list(getattr(self.conversation, "log", []))
+        talk = [e for e in log if e.get("kind") in ("say", "reply")]
+        if memory["mark"] is None:  # first turn of this call: the recent conversation
+            events = talk[-RECENT_EVENTS:]
+        else:
+            events = [e for e in talk if e["seq"] >= memory["mark"]]
+        memory["mark"] = len(log)
+        steps = [e["step"] for e in log if e.get("kind") == "step" and e.get("frame") == frame_id]
+        last_step = steps[-1] if steps else _last_step(history)
+        ctx = TurnContext(
             agent_name=self.agent.name,
             agent_description=self.agent.description,
             playbook_name=spec.name,
             playbook_source=spec.source,
-            playbooks=[signature(p) for p in self.agent.playbooks],
-            variables={f"${k}": short_repr(v) for k, v in variables.items()},
+            playbooks=[
+                PlaybookInfo(p.name, signature(p), p.description, list(p.triggers), p.kind)
+                for p in self.agent.playbooks
+            ],
+            args={f"${p}": short_repr(variables[p], 1000) for p in spec.params if p in variables},
+            variables={
+                f"${k}": short_repr(v, 1000) for k, v in variables.items() if k not in spec.params
+            },
             call_stack=list(self._stack),
             history=list(history),
+            signature=signature(spec),
+            description=spec.description,
+            triggers=list(spec.triggers),
+            notes=spec.notes,
+            steps=[(f"{spec.name}:{s.id}", s.text) for s in spec.all_steps()],
+            last_step=last_step if history else "",
+            events=events,
+            earlier=list(memory["earlier"][: len(history)]),
         )
+        earlier = memory["earlier"]
+        del earlier[len(history) :]
+        earlier.extend([""] * (len(history) - len(earlier)))
+        earlier.append(render_state(ctx))
+        return ctx
 
     async def _new_turn(self, spec, executor, frame_id, turn, history, variables) -> None:
         if self.llm_calls >= self.limits.max_llm_calls:
@@ -456,7 +504,7 @@ class Interpreter:
         self.llm_calls += 1
         if self.manager is not None:
             self.manager.record_turn(frame_id, turn, llm=True)
-        ctx = self._context(spec, history, variables)
+        ctx = self._context(spec, history, variables, frame_id)
         await self._stream(
             executor, LLMRequest(build_messages(ctx), index, spec.name), frame_id, turn
         )
@@ -467,7 +515,7 @@ class Interpreter:
         if done:
             return
         index = stored.calls[turn] if turn < len(stored.calls) else self.llm_calls - 1
-        ctx = self._context(spec, history, variables)
+        ctx = self._context(spec, history, variables, stored.id)
         request = LLMRequest(build_messages(ctx), index, spec.name, partial=text or None)
         await self._stream(executor, request, stored.id, turn)
 

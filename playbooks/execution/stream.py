@@ -16,6 +16,7 @@ from typing import Any
 from ..llm import LLMError, LLMRequest
 from .executor import StreamingPythonExecutor
 from .journal import detached_task
+from .say_preview import partial_say, preview_listener
 
 BATCH = 2048  # characters of text held back at most while the code is busy
 
@@ -36,6 +37,16 @@ class _Recorder:
         if self.manager is not None and (self.pending or done):
             self.manager.record_text(self.frame_id, self.turn, "".join(self.pending), done=done)
         self.pending, self.size = [], 0
+
+
+def _preview(received: str, frame_id: str, turn: int) -> None:
+    """Every statement before the unfinished one has run: show a Say it begins."""
+    listener = preview_listener()
+    if listener is None:
+        return
+    found = partial_say(received)
+    if found is not None and found.text:
+        listener((frame_id, turn, found.offset), found.text)
 
 
 async def run_stream(
@@ -64,6 +75,7 @@ async def run_stream(
     if manager is not None:
         manager.before_effect()  # a request is an effect: what led to it is on disk first
     task = detached_task(receive())
+    received = ""
     try:
         while True:
             items = [await queue.get()]
@@ -73,6 +85,8 @@ async def run_stream(
             if text:
                 recorder.flush()
                 await executor.add_chunk(text)
+                received += text
+                _preview(received, frame_id, turn)
             last = items[-1]
             if isinstance(last, LLMError):
                 raise last

@@ -8,6 +8,7 @@ from .client import LiteLLMClient, LLMClient, LLMError, LLMRequest, make_client
 from .prompts import (
     CONTINUE_PROMPT,
     PLAYBOOK_MARKER,
+    PlaybookInfo,
     TurnContext,
     build_messages,
     continuation_messages,
@@ -22,6 +23,7 @@ __all__ = [
     "LLMError",
     "LLMRequest",
     "LiteLLMClient",
+    "PlaybookInfo",
     "RecordingClient",
     "ReplayClient",
     "TurnContext",

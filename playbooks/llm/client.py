@@ -6,6 +6,7 @@ command that never talks to a model (check, executions list) should not pay.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -29,6 +30,12 @@ class LLMRequest:
     call_index: int
     playbook: str
     partial: str | None = None
+    #: Token counts the provider reported for this call (prompt/completion),
+    #: summed over retries; set when the stream ends.
+    usage: dict[str, int] | None = None
+    #: Why the last attempt failed, while a retry waits ("retry" events).
+    retry_reason: str = ""
+    retry_delay: float = 0.0
 
     def wire_messages(self) -> list[dict]:
         """The messages actually sent: a cut stream asks for a continuation."""
@@ -41,6 +48,14 @@ class LLMError(Exception):
     """An LLM call failed; the message is one line fit for a user."""
 
 
+class _Attempt(Exception):
+    """One attempt failed; ``retryable`` says whether another may succeed."""
+
+    def __init__(self, reason: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.retryable = reason, retryable
+
+
 @runtime_checkable
 class LLMClient(Protocol):
     """Anything that streams a reply; used as `async for text in c.stream(r)`."""
@@ -48,9 +63,10 @@ class LLMClient(Protocol):
     def stream(self, request: LLMRequest) -> AsyncIterator[str]: ...
 
 
-#: Told "start" when a call is sent, "first" when its first text arrives and
-#: "end" when its stream ends, fails or is abandoned: the terminal shows a
-#: spinner meanwhile. One listener at most; it must not raise.
+#: Told "start" when a call is sent, "first" when its first text arrives,
+#: "retry" before waiting to send it again, and "end" when its stream ends,
+#: fails or is abandoned (``request.usage`` is then set if the provider said):
+#: the terminal shows a spinner meanwhile. One listener at most; it must not raise.
 CallListener = Callable[[str, "LLMRequest"], None]
 _listener: CallListener | None = None
 
@@ -162,8 +178,28 @@ def describe_error(exc: BaseException, api_base: str | None = None) -> str:
     return f"{type(exc).__name__}: {message}"
 
 
+def retryable(exc: BaseException) -> bool:
+    """Rate limits, overload, server errors, timeouts and dropped connections
+    may pass; a bad request or a wrong key will not."""
+    for item in _chain(exc):
+        name = type(item).__name__
+        status = getattr(item, "status_code", None)
+        if isinstance(status, int):
+            return status in (408, 409, 429) or status >= 500
+        if isinstance(item, (TimeoutError, ConnectionError)) or name in _TIMEOUT | _CUT:
+            return True
+        if name in ("ConnectError", "ClientConnectorError", "APIConnectionError"):
+            return True
+    return False
+
+
 class LiteLLMClient:
-    """Streams from any model litellm knows."""
+    """Streams from any model litellm knows.
+
+    Retries are ours, not litellm's (``num_retries`` is 0): a stream that fails
+    after some text arrived is continued with the text so far, as after a crash,
+    so nothing already handed to the executor is asked for again.
+    """
 
     def __init__(
         self,
@@ -172,9 +208,15 @@ class LiteLLMClient:
         temperature: float = 0.2,
         api_base: str | None = None,
         api_key: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 3,
+        backoff: float = 1.0,
     ) -> None:
         self.model = model
         self.temperature = temperature
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.backoff = max(0.0, backoff)
         self.api_base = api_base
         if api_key is None and api_base and model.startswith("openai/"):
             # A local OpenAI-compatible server needs no key, but the client insists.
@@ -193,20 +235,47 @@ class LiteLLMClient:
             if needed:
                 raise self._fail(request, f"no API key: set {needed}")
         notify("start", request)
+        received = ""
+        attempt = 0
         try:
-            async with contextlib.aclosing(self._stream(request)) as texts:
-                async for text in texts:
-                    yield text
+            while True:
+                wire = request
+                if received:  # continue after what was already handed on
+                    wire = LLMRequest(
+                        request.messages,
+                        request.call_index,
+                        request.playbook,
+                        partial=(request.partial or "") + received,
+                    )
+                try:
+                    async with contextlib.aclosing(self._stream(wire, request)) as texts:
+                        async for text in texts:
+                            received += text
+                            yield text
+                    return
+                except _Attempt as failed:
+                    if not failed.retryable or attempt >= self.retries:
+                        suffix = f" (after {attempt + 1} attempts)" if attempt else ""
+                        raise self._fail(request, failed.reason + suffix) from None
+                    delay = min(30.0, self.backoff * 2**attempt)
+                    attempt += 1
+                    request.retry_reason, request.retry_delay = failed.reason, delay
+                    notify("retry", request)
+                    await asyncio.sleep(delay)
         finally:
             notify("end", request)
 
-    async def _stream(self, request: LLMRequest) -> AsyncIterator[str]:
+    async def _stream(self, wire: LLMRequest, request: LLMRequest) -> AsyncIterator[str]:
         litellm = _litellm()
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": request.wire_messages(),
+            "messages": wire.wire_messages(),
             "stream": True,
+            "stream_options": {"include_usage": True},
             "temperature": self.temperature,
+            "timeout": self.timeout,
+            "num_retries": 0,
+            "max_retries": 0,  # the provider SDK's own retries: ours count instead
         }
         if self.api_base:
             kwargs["api_base"] = self.api_base
@@ -217,6 +286,9 @@ class LiteLLMClient:
         try:
             response = await litellm.acompletion(**kwargs)
             async for chunk in response:
+                usage = getattr(chunk, "usage", None)
+                if usage is not None:
+                    _add_usage(request, usage)
                 choices = getattr(chunk, "choices", None)
                 if not choices:
                     continue
@@ -227,7 +299,7 @@ class LiteLLMClient:
                         notify("first", request)
                     yield text
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line
-            raise self._fail(request, describe_error(exc, self.api_base)) from None
+            raise _Attempt(describe_error(exc, self.api_base), retryable(exc)) from None
         finally:
             close = getattr(response, "aclose", None)
             if close is not None:
@@ -237,6 +309,17 @@ class LiteLLMClient:
                     pass
 
 
+def _add_usage(request: LLMRequest, usage: Any) -> None:
+    counts = request.usage or {"prompt_tokens": 0, "completion_tokens": 0}
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = getattr(usage, key, None)
+        if value is None and isinstance(usage, dict):
+            value = usage.get(key)
+        if isinstance(value, int):
+            counts[key] += value
+    request.usage = counts
+
+
 def make_client(
     model: str,
     *,
@@ -244,6 +327,8 @@ def make_client(
     api_base: str | None = None,
     api_key: str | None = None,
     record: str | None = None,
+    timeout: float = 120.0,
+    retries: int = 3,
 ) -> LLMClient:
     """Pick the client for a model id: `replay:PATH` replays a file, and
     `replay+paced:PATH` replays it at the pace of a live model."""
@@ -255,7 +340,14 @@ def make_client(
     elif model.startswith(PACED_REPLAY_PREFIX):
         client = ReplayClient(model[len(PACED_REPLAY_PREFIX) :], pace=LIVE_PACE)
     else:
-        client = LiteLLMClient(model, temperature=temperature, api_base=api_base, api_key=api_key)
+        client = LiteLLMClient(
+            model,
+            temperature=temperature,
+            api_base=api_base,
+            api_key=api_key,
+            timeout=timeout,
+            retries=retries,
+        )
     if record:
         client = RecordingClient(client, record)
     return client

@@ -1,75 +1,248 @@
-"""Chat messages for one LLM turn of a Markdown playbook.
+"""Chat messages for one LLM turn of a Markdown playbook (DESIGN §10).
 
 The output must be a pure function of the input: replay files and the test
 server recognise a request by its messages, so no timestamps or random ids.
+
+Stable parts come first so provider prompt caching works: a system message
+that is the same for every call of every program, then the agent and its
+playbooks, then the playbook being run with its step ids. What changes (where
+execution stands, variables, what happened since the model's last turn) comes
+after it, one user message per turn; earlier turns stay as they were sent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PLAYBOOK_MARKER = "Playbook: "
+PLAYBOOK_MARKER = "Playbook being run: "
 CONTINUE_PROMPT = (
     "Your previous reply was cut off after the text above. "
     "Continue exactly where it stopped, without repeating anything."
 )
-_VALUE_LIMIT = 200
+_VALUE_LIMIT = 1000
+#: Characters of earlier turns kept whole; older turns are compacted.
+HISTORY_BUDGET = 40_000
+_COMPACT_OUTCOME = 300
 
 SYSTEM_PROMPT = """\
-You are the mind of an agent in the Playbooks runtime. You carry out a playbook
-(a list of natural-language steps) by writing Python code. The runtime executes
-your code statement by statement while you stream it, so write it in order.
+# How you work
 
-Reply with exactly one ```python block and nothing else. Inside it:
-- Before each step, mark it: `await Step("Main:01")` (playbook name, step id).
-- `await Say("user", text)` shows text to the person.
-- `$x = await Yld("user")` waits for the person's reply and stores it in `$x`.
-  Usually end the block after a Yld: your next turn shows the reply.
-- `$name` is a playbook variable; assign with `$name = value` and read it
-  anywhere, also inside f-strings: f"Hello {$name}". `await Var("name", value)`
-  sets one explicitly.
-- Call another playbook with `$result = await Name(arg1, arg2)`.
-- `await Artifact(name, summary, content)` saves a longer piece of content.
-- `await Return(value)` ends this playbook and hands `value` to its caller.
+You are the mind of an agent in the Playbooks runtime. A program is written in
+Markdown: `# Name` is an agent, `## Name` a playbook (like a function), and its
+`### Steps` are numbered instructions in plain language (`01`, `02`, nested
+`02.01`). You carry out a playbook by writing Python code. The runtime runs
+your code one top-level statement at a time while you are still writing it, so
+write it in the order things must happen: a statement runs as soon as it is
+complete, and what it did cannot be taken back.
+
+Each turn you are shown the agent, the playbooks you can call, the playbook
+being run with its step ids, where execution stands, the variables, and
+everything that happened since your last turn (messages, the person's replies
+in full, and whether your code ran to its end or failed).
+
+## What to write
+
+Reply with exactly one ```python block and nothing else. Comments are welcome
+for your reasoning (`# recap: ...`, `# plan: ...`, `# think: ...`, and the
+`# trig? ...` / `# yld? ...` checks are all fine); keep them short.
+
+## Built-ins (always await them)
+
+- `await Step("Main:02.01")` marks that you are doing step 02.01 of Main. Mark
+  every step before its code, with the id exactly as listed. A step code after
+  the id is accepted too: `await Step("Main:02.01:QUE")`.
+- `await Say("user", text)` shows `text` to the person. Everything the person
+  should read goes through Say; plain `print` is not shown.
+- `$answer = await Yld("user")` waits for the person's reply and returns it as
+  a string. `await WaitForMessage("user")` is the same. End your code after
+  waiting unless the next steps need nothing but the reply: the next turn
+  shows you the reply.
+- `await Yld("call")` is accepted and returns at once: an awaited call has
+  already finished and its result is in your variable.
+  `await Yld("exit")` ends the whole program, like `await EndProgram()`.
+- `await Return(value)` ends this playbook and gives `value` to its caller.
+  Nothing after it runs. Return when the playbook's steps are done.
+- `$x = await Var("x", value)` sets a variable by name;
+  `await Artifact(name, summary, content)` keeps a long text (a report, a
+  document) under a name, with a one-line summary.
 - `await EndProgram()` ends the whole program.
-- Plain Python (if/for/while, f-strings, arithmetic) is fine. Use comments for
-  your reasoning; do not import modules or touch files.
-- Only call the playbooks listed as available and the functions above.
+- Call another playbook with `$result = await Name(arg1, key=value)` using its
+  callable name exactly as listed; Markdown and Python playbooks are called the
+  same way, always with await.
 
-Example, for a playbook `Main` whose steps are: 01 ask the user's name,
-02 greet them, 03 return the name:
+## Variables
 
+`$name` is a variable of the agent's state: set it with `$name = value`, read
+it anywhere, also inside f-strings: f"Hello {$name}". The arguments of the
+playbook being run are variables too (`$order_id`). Names without `$` are plain
+local Python names for the current code only. Values must be plain data
+(strings, numbers, lists, dicts, booleans, None).
+
+## Rules
+
+1. Only call the built-ins above and the playbooks listed as callable. Do not
+   make up playbooks; if none fits, do the step yourself in plain Python or say
+   so to the person.
+2. Plain Python is fine: if/elif/else, for and while loops, try/except,
+   comprehensions, f-strings, arithmetic. `await` works inside comprehensions
+   and f-strings.
+3. Do not write `async for` or `async with`; they are refused before they run.
+   Await each call instead, e.g. in a plain `for` loop.
+4. Imports are limited to a few standard modules (math, json, re, datetime
+   and the like); never touch files, the network or the environment.
+5. Stop writing after `Yld(...)` or `Return(...)` unless the following code
+   does not depend on what they bring.
+6. If a step is conditional, test the condition in code or decide it from what
+   you know; mark the step either way.
+7. When a playbook's trigger matches what just happened (a trigger says
+   "when the user asks about X", and they did), call that playbook.
+8. If your code failed, you are told the line and the error and that nothing
+   after it ran. Do not repeat what already ran (its messages were delivered);
+   fix the cause and continue from the failed statement.
+9. When told "Main:02 was executed; continue from there", finish anything left
+   of that step, then go on with the step after it (e.g. Main:03, or the next
+   nested step such as Main:02.02).
+
+## Examples
+
+Steps: 01 ask the person's name, 02 greet them by name, 03 return the name.
+
+First turn:
 ```python
-await Step("Main:01")
-await Say("user", "Hi! What is your name?")
+# plan: ask for the name and wait for it
+await Step("Greet:01")
+await Say("user", "Hello! What is your name?")
 $name = await Yld("user")
 ```
 
-and on the next turn, after the person answered:
-
+Next turn (Position: Greet:01 was executed; the person replied "I'm Ada"):
 ```python
-await Step("Main:02")
+# recap: the person said their name is Ada
+await Step("Greet:02")
+$name = "Ada"
 await Say("user", f"Nice to meet you, {$name}!")
-await Step("Main:03")
+await Step("Greet:03")
 await Return($name)
 ```
+
+A condition and a call. Steps: 01 get the order total with GetTotal($order),
+02 if it is over 100, apply a discount with Discount($order), 03 tell the user
+the total.
+```python
+await Step("Checkout:01")
+$total = await GetTotal($order)
+await Step("Checkout:02")
+if $total > 100:
+    $total = await Discount($order)
+await Step("Checkout:03")
+await Say("user", f"Your total is {$total:.2f}.")
+await Return($total)
+```
+
+A loop that talks with the person. Steps: 01 while the person wants to go on,
+01.01 ask for a number, 01.02 tell them its square; 02 say goodbye.
+```python
+await Step("Squares:01")
+$going = True
+while $going:
+    await Step("Squares:01.01")
+    await Say("user", "Give me a number, or say stop.")
+    $reply = await Yld("user")
+    if $reply.strip().lower() == "stop":
+        $going = False
+    else:
+        await Step("Squares:01.02")
+        $n = float($reply)
+        await Say("user", f"{$n} squared is {$n * $n}.")
+await Step("Squares:02")
+await Say("user", "Goodbye!")
+await Return()
+```
+
+A call for each item, with await inside a comprehension:
+```python
+await Step("Report:01")
+$summaries = [await Summarize(doc) for doc in $documents]
+```
+
+Fixing an error. You were told: "Your code failed at line 4: ValueError:
+could not convert string to float: 'ten'. Nothing after it ran."
+```python
+# think: the person wrote the number in words; ask again instead of guessing
+await Step("Squares:01.01")
+await Say("user", "Please write the number with digits, like 10.")
+$reply = await Yld("user")
+```
+
+A trigger. The callable list shows `Refund($order)` with "Triggers: When the
+user asks for a refund", and the person just wrote "I want my money back":
+```python
+# trig? yes: the person asks for a refund
+$result = await Refund($order)
+await Say("user", $result)
+```
+
+Ending the program when the person is done:
+```python
+await Step("Main:04")
+await Say("user", "Thanks for stopping by. Bye!")
+await EndProgram()
+```
 """
+
+__all__ = [
+    "CONTINUE_PROMPT",
+    "HISTORY_BUDGET",
+    "PLAYBOOK_MARKER",
+    "SYSTEM_PROMPT",
+    "PlaybookInfo",
+    "TurnContext",
+    "build_messages",
+    "continuation_messages",
+    "parse_request",
+    "render_state",
+]
+
+
+@dataclass
+class PlaybookInfo:
+    """A playbook as the model sees it in the list of those it may call."""
+
+    name: str
+    signature: str
+    description: str = ""
+    triggers: list[str] = field(default_factory=list)
+    kind: str = "markdown"
 
 
 @dataclass
 class TurnContext:
-    """Everything one turn of a playbook tells the model."""
+    """Everything one turn of a playbook tells the model.
+
+    ``steps`` are (full id, text) pairs such as ("Main:02.01", "Greet"),
+    ``events`` what was said and replied since the model's last turn (dicts
+    with ``kind`` "say" or "reply"), and ``earlier`` the state text each
+    earlier turn was sent with, so those messages are rebuilt byte for byte.
+    """
 
     agent_name: str
     agent_description: str
     playbook_name: str
     playbook_source: str
-    playbooks: list[str] = field(default_factory=list)
+    playbooks: list[PlaybookInfo | str] = field(default_factory=list)
     args: dict[str, str] = field(default_factory=dict)
     variables: dict[str, str] = field(default_factory=dict)
     call_stack: list[str] = field(default_factory=list)
     history: list[tuple[str, str]] = field(default_factory=list)
     observation: str = ""
+    signature: str = ""
+    description: str = ""
+    triggers: list[str] = field(default_factory=list)
+    notes: str = ""
+    steps: list[tuple[str, str]] = field(default_factory=list)
+    last_step: str = ""
+    events: list[dict] = field(default_factory=list)
+    earlier: list[str] = field(default_factory=list)
 
 
 def _short(value: str) -> str:
@@ -79,50 +252,157 @@ def _short(value: str) -> str:
     return value[: _VALUE_LIMIT - 3] + "..."
 
 
-def _bullets(items: list[str]) -> str:
-    return "\n".join(f"- {item}" for item in items) if items else "(none)"
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line if line else line for line in text.splitlines())
 
 
-def _first_message(ctx: TurnContext) -> str:
+def _callable(item: PlaybookInfo | str) -> str:
+    if isinstance(item, str):
+        return f"- {item}"
+    lines = [f"- `{item.signature}`" + (" (Python)" if item.kind == "python" else "")]
+    description = item.description.strip()
+    if description:
+        lines.append(_indent(description, "    "))
+    if item.triggers:
+        lines.append("    Triggers: " + "; ".join(item.triggers))
+    return "\n".join(lines)
+
+
+def _stable(ctx: TurnContext) -> str:
+    """The agent, its playbooks and the playbook being run: the same every turn."""
     description = ctx.agent_description.strip()
-    agent = f"{ctx.agent_name}\n{description}" if description else ctx.agent_name
-    args = [f"{name} = {_short(value)}" for name, value in ctx.args.items()]
+    parts = [f"Agent: {ctx.agent_name}" + (f"\n{description}" if description else "")]
+    if ctx.playbooks:
+        listing = "\n".join(_callable(item) for item in ctx.playbooks)
+        parts.append(
+            "Playbooks you can call (`await Name(...)`; a trigger says when to call one "
+            f"without being told):\n{listing}"
+        )
+    run = [f"{PLAYBOOK_MARKER}{ctx.playbook_name}"]
+    if ctx.signature:
+        run.append(f"Signature: {ctx.signature}")
+    if ctx.description.strip():
+        run.append(f"Description:\n{ctx.description.strip()}")
+    if ctx.triggers:
+        run.append("Triggers:\n" + "\n".join(f"- {t}" for t in ctx.triggers))
+    if ctx.steps:
+        lines = []
+        for step_id, text in ctx.steps:
+            depth = step_id.rsplit(":", 1)[-1].count(".")
+            lines.append(f"{'  ' * depth}- {step_id} {text}")
+        run.append(
+            'Steps (write each id exactly as shown: await Step("'
+            + ctx.steps[0][0]
+            + '")):\n'
+            + "\n".join(lines)
+        )
+    else:
+        run.append(
+            "This playbook has no numbered steps: do what its description says.\n"
+            f"Source:\n{ctx.playbook_source.strip()}"
+        )
+    if ctx.notes.strip():
+        run.append(f"Notes:\n{ctx.notes.strip()}")
+    parts.append("\n".join(run))
+    return "\n\n".join(parts)
+
+
+def _event(event: dict) -> str:
+    text = str(event.get("text", ""))
+    if event.get("kind") == "reply":
+        return f"- {event.get('source') or 'user'} replied: {text}"
+    return f"- {event.get('agent', '?')} said to {event.get('to', '?')}: {text}"
+
+
+def render_state(ctx: TurnContext) -> str:
+    """The part of a turn that changes: position, variables, stack, new events."""
+    if ctx.last_step:
+        position = f"Position: {ctx.last_step} was executed; continue from there."
+    elif ctx.history:
+        position = "Position: no step was marked yet; start with the first step."
+    elif ctx.steps:
+        position = f"Position: starting {ctx.playbook_name} at {ctx.steps[0][0]}."
+    else:
+        position = f"Position: starting {ctx.playbook_name}."
+    parts = [position]
+    if ctx.args:
+        parts.append(
+            "Arguments of this call:\n"
+            + "\n".join(f"- {k} = {_short(v)}" for k, v in ctx.args.items())
+        )
     # Sorted so that equal dicts built in a different order give equal prompts.
-    variables = [f"{name} = {_short(ctx.variables[name])}" for name in sorted(ctx.variables)]
-    stack = " > ".join(ctx.call_stack) if ctx.call_stack else "(empty)"
-    parts = [
-        f"{PLAYBOOK_MARKER}{ctx.playbook_name}",
-        f"Agent: {agent}",
-        f"Playbook source:\n{ctx.playbook_source.strip()}",
-        f"Available playbooks:\n{_bullets(list(ctx.playbooks))}",
-        f"Arguments:\n{_bullets(args)}",
-        f"Variables:\n{_bullets(variables)}",
-        f"Call stack: {stack}",
-    ]
-    if ctx.observation and not ctx.history:
-        parts.append(f"What happened so far:\n{ctx.observation}")
+    shown = [f"- {k} = {_short(ctx.variables[k])}" for k in sorted(ctx.variables)]
+    parts.append("Variables:\n" + ("\n".join(shown) if shown else "- none set yet"))
+    if ctx.call_stack:
+        parts.append("Call stack: " + " > ".join(ctx.call_stack))
+    if ctx.events:
+        heading = "Since your last turn:" if ctx.history else "Conversation so far:"
+        parts.append(heading + "\n" + "\n".join(_event(e) for e in ctx.events))
     parts.append("Write the code for the next steps.")
     return "\n\n".join(parts)
 
 
-def _after_turn(after: str, observation: str) -> str:
-    parts = [text for text in (after.strip(), observation.strip()) if text]
-    parts.append("Continue.")
-    return "\n\n".join(parts)
+def _compact_code(code: str) -> str:
+    steps = []
+    for line in code.splitlines():
+        start = line.find('Step("')
+        if start >= 0:
+            end = line.find('"', start + 6)
+            if end > 0:
+                steps.append(line[start + 6 : end])
+    marked = ", ".join(steps) if steps else "none"
+    return f"# (code of an earlier turn, left out to save space; steps marked: {marked})"
 
 
-def build_messages(ctx: TurnContext) -> list[dict]:
-    """The full conversation for the next turn, earlier turns included so the
-    model sees the code it already wrote (DESIGN §7)."""
+def _compact_text(text: str) -> str:
+    first = text.strip().split("\n", 1)[0]
+    if len(first) > _COMPACT_OUTCOME:
+        first = first[: _COMPACT_OUTCOME - 3] + "..."
+    return f"{first}\n(details of this earlier turn left out to save space)"
+
+
+def build_messages(ctx: TurnContext, *, budget: int = HISTORY_BUDGET) -> list[dict]:
+    """The full conversation for the next turn: earlier turns as the assistant
+    and user messages they were, compacted from the oldest when over budget."""
+    turns = len(ctx.history)
+
+    def state(k: int) -> str:
+        if k == turns:
+            return render_state(ctx)
+        return ctx.earlier[k] if k < len(ctx.earlier) else ""
+
+    def joined(*texts: str) -> str:
+        return "\n\n".join(t.strip() for t in texts if t.strip())
+
+    pairs: list[tuple[str, str]] = []
+    for k, (response, after) in enumerate(ctx.history):
+        observation = ctx.observation if k == turns - 1 else ""
+        pairs.append((response, joined(after, observation, state(k + 1))))
+    first_state = state(0)
+    if not ctx.history and ctx.observation:
+        first_state = joined(ctx.observation, first_state)
+    # Keep the newest turns whole; the latest user message is never cut.
+    used = len(first_state)
+    keep = turns
+    for k in range(turns - 1, -1, -1):
+        used += len(pairs[k][0]) + len(pairs[k][1])
+        if used > budget and k < turns - 1:
+            break
+        keep = k
     messages: list[dict] = [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": _first_message(ctx)},
+        {
+            "role": "user",
+            "content": joined(
+                _stable(ctx), first_state if keep == 0 else _compact_text(first_state)
+            ),
+        },
     ]
-    last = len(ctx.history) - 1
-    for index, (response, after) in enumerate(ctx.history):
-        observation = ctx.observation if index == last else ""
+    for k, (response, user) in enumerate(pairs):
+        if k < keep:
+            response, user = _compact_code(response), _compact_text(user)
         messages.append({"role": "assistant", "content": response})
-        messages.append({"role": "user", "content": _after_turn(after, observation)})
+        messages.append({"role": "user", "content": user})
     return messages
 
 
@@ -151,12 +431,13 @@ def parse_request(messages: list[dict]) -> tuple[str, int, str | None]:
     playbook = ""
     for message in messages:
         if message.get("role") == "user":
-            text = _text(message)
-            if text.startswith(PLAYBOOK_MARKER):
-                playbook = text[len(PLAYBOOK_MARKER) :].split("\n", 1)[0].strip()
+            for line in _text(message).split("\n"):
+                if line.startswith(PLAYBOOK_MARKER):
+                    playbook = line[len(PLAYBOOK_MARKER) :].strip()
+                    break
             break
     if not playbook:
-        raise ValueError(f"no user message starting with {PLAYBOOK_MARKER!r}")
+        raise ValueError(f"no line starting with {PLAYBOOK_MARKER!r} in the first user message")
     partial: str | None = None
     body = messages
     if (
