@@ -152,10 +152,12 @@ class Interpreter:
     llm_calls: int = 0
     _claimed: set[str] = field(default_factory=set)
     _stack: list[str] = field(default_factory=list)
-from ..llm import LLMError, LLMRequest, PlaybookInfo, TurnContext, build_messages
-from ..llm.prompts import render_state
-from .builtins import AwaitingInput, Conversation, ProgramEnd, make_builtins
-from .executor import RERUN, PlaybookReturn, StreamingPythonExecutor
+    #: The agent's state: one namespace shared by all its Markdown playbooks, so
+    #: ``$name`` set by one playbook is read by another (arguments are per call).
+    _state: dict[str, Any] | None = None
+    _base: dict[str, int] = field(default_factory=dict)  # runtime-provided names in it
+    _defined: set[str] = field(default_factory=set)  # names bound by imports/defs in it
+    _prompt_memory: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         journal_globals(self.python_globals)  # the python blocks' clocks and chance replay too
