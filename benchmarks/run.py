@@ -30,6 +30,7 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "recovery": ("benchmarks.recovery", "4. Recovery time"),
     "storage": ("benchmarks.storage", "5. Storage growth"),
     "coldstart": ("benchmarks.cold_start", "6. Cold start"),
+    "ckptcost": ("benchmarks.checkpoint_cost", "7. Checkpoint cost follows the change"),
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
