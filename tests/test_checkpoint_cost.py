@@ -203,3 +203,28 @@ def test_touched_names() -> None:
     assert t("def f():\n    global g\n    g = 1") == {"f", "g"}
     assert merge_touched(frozenset({"a"}), None) is None
     assert merge_touched(frozenset({"a"}), frozenset({"b"})) == {"a", "b"}
+
+
+async def test_a_task_running_code_defined_code_forces_full_checkpoints(tmp_path) -> None:
+    """A background task of generated code may change anything while later
+    statements run: checkpoints stay complete until one after it has ended."""
+    import asyncio
+
+    runner = Runner(str(tmp_path))
+    gate = asyncio.Event()
+    runner.ns.update({"asyncio": asyncio, "gate": gate})
+    runner.provided.update({"asyncio": id(asyncio), "gate": id(gate)})
+    for source in [
+        "items = []",
+        "async def bg():\n    await gate.wait()\n    items.append(1)",
+        "t = asyncio.ensure_future(bg())",
+        "x = 1",
+    ]:
+        runner.run(source)
+        runner.check(source)
+    gate.set()
+    task = runner.ns["t"]
+    await task  # the task changes items between two statements
+    runner.run("x = 2")
+    runner.check("x = 2 after the task ended")
+    assert runner.manager.state.frames["main"].vars["items"] == [1]
