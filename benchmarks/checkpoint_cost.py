@@ -32,10 +32,10 @@ SIZES = {"10 KB": 10_000, "10 MB": 10_000_000}
 
 def records(size: int) -> list[dict[str, Any]]:
     """Small dicts adding up to about ``size`` bytes of JSON (deterministic)."""
-    item = {"id": 0, "name": "customer-000000", "tags": ["a", "b"], "score": 0.5}
+    item = {"id": 99999, "name": "customer-099999", "tags": ["a", "b"], "score": 12.25}
     each = len(json.dumps(item)) + 2
     return [
-        {"id": i, "name": f"customer-{i:06d}", "tags": ["a", "b"], "score": i / 7}
+        {"id": i, "name": f"customer-{i:06d}", "tags": ["a", "b"], "score": (i % 100) / 4}
         for i in range(max(1, size // each))
     ]
 
