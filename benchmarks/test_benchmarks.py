@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from benchmarks import common, compare, run, split, storage  # noqa: E402
+from benchmarks import checkpoint_cost, common, compare, run, split, storage  # noqa: E402
 
 
 def test_response_has_exact_length_and_is_the_dialect() -> None:
@@ -65,3 +65,13 @@ def test_report_marks_misses_and_formats_numbers(tmp_path) -> None:
     run.write_results([("Title", rows)], quick=True, elapsed=1.0, path=out)
     written = out.read_text()
     assert "- CPU:" in written and "- temp dir:" in written and "quick" in written
+
+
+def test_checkpoint_cost_state_has_the_stated_size() -> None:
+    import json
+
+    for size in (10_000, 1_000_000):
+        data = checkpoint_cost.records(size)
+        assert 0.8 * size <= len(json.dumps(data)) <= 1.2 * size
+        assert data == checkpoint_cost.records(size)
+    assert "ckptcost" in run.MEASUREMENTS

@@ -56,7 +56,9 @@ class Color(enum.Enum):
 
 
 class Opaque:
-    """A plain class: not JSON-typed, but picklable."""
+    """A class with slots: not JSON-typed, but picklable."""
+
+    __slots__ = ("v",)
 
     def __init__(self, v: int) -> None:
         self.v = v
@@ -137,15 +139,45 @@ def test_nested_values_round_trip(value) -> None:
     assert stable_hash(enc) == stable_hash(json.loads(json.dumps(enc)))
 
 
-def test_class_lookup_prefers_resolve_and_falls_back_to_fields() -> None:
+def test_class_lookup_prefers_resolve_and_never_falls_back_to_a_dict(caplog) -> None:
     enc = json.loads(json.dumps(encode(Box("n", [], dt.date(2020, 1, 1)))))
     enc["cls"] = "program_block:Box"  # defined in a program's python block
-    assert decode(enc) == {"name": "n", "items": [], "created": dt.date(2020, 1, 1)}
+    lost = decode(enc)
+    assert isinstance(lost, NotCheckpointed)  # not a dict that code would misuse
+    with pytest.raises(RuntimeError, match="module program_block is not loaded"):
+        lost.name  # noqa: B018
+    assert "program_block:Box" in caplog.text
     assert decode(enc, resolve=lambda path: Box if path == "program_block:Box" else None) == Box(
         "n", [], dt.date(2020, 1, 1)
     )
     enc["cls"] = "os:system"  # a function, not a dataclass: never called
-    assert isinstance(decode(enc), dict)
+    assert isinstance(decode(enc), NotCheckpointed)
+    enc["cls"] = f"{__name__}:Gone"
+    with pytest.raises(RuntimeError, match="class Gone is not in module"):
+        str(decode(enc))
+
+
+class Plain:
+    """A plain class: its instances are their attributes."""
+
+    def __init__(self, name: str, items: list) -> None:
+        self.name = name
+        self.items = items
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Plain and vars(other) == vars(self)
+
+
+def test_plain_class_instances_round_trip_whole_or_not_at_all() -> None:
+    value = Plain("p", [1, Box("b", [], dt.date(2020, 1, 1)), {"k": (1, 2)}])
+    out = roundtrip(value)
+    assert type(out) is Plain and out == value
+    assert type(out.items[1]) is Box
+    with pytest.raises(Unserializable) as err:
+        encode(Plain("p", [lambda: 1]), "$p")  # one bad attribute: no half object
+    assert err.value.path == "$p.items[0]"
+    encoded, warnings = encode_variables({"p": Plain("p", [os])})
+    assert encoded["p"]["__t"] == "unserializable" and "$p.items[0]" in warnings[0]
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from . import serialization
 from .errors import decode_error, encode_error
 from .provider import FilesystemCheckpointProvider
 from .state import ExecutionState, FrameState, call_key
+from .varcache import VariableCache
 
 logger = logging.getLogger("playbooks.durability")
 
@@ -74,6 +75,7 @@ class CheckpointManager:
         self._log: logmod.ExecutionLog | None = None
         self._warned: set[str] = set()
         self._unsynced = False
+        self._var_caches: dict[str, VariableCache] = {}
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -246,14 +248,21 @@ class CheckpointManager:
         variables: dict[str, Any],
         position: tuple[int, ...] | None = None,
         definitions: list[str] | None = None,
+        touched: frozenset[str] | set[str] | None = None,
     ) -> str:
-        """A top-level statement finished: store what changed in its variables."""
+        """A top-level statement finished: store what changed in its variables.
+
+        ``touched`` names what the statements since this frame's last
+        checkpoint may have touched (``touched_names`` of each, merged); only
+        those, their aliases and rebound names are encoded again, so the cost
+        follows the change. None (the default) encodes every variable.
+        """
         state = self.open()
         frame = state.frames.get(frame_id)
         old = frame.vars if frame is not None else {}
-        codec = self.provider.codec()
         plain = {k: v for k, v in variables.items() if not is_runtime_name(k)}
-        encoded, warnings = serialization.encode_variables(plain, **codec)
+        cache = self._var_caches.setdefault(frame_id, VariableCache())
+        encoded, warnings = cache.encode(plain, touched, frame, self.provider.codec())
         for warning in warnings:
             self._warn(warning)
         deltas = {}
@@ -273,7 +282,7 @@ class CheckpointManager:
             "n": number,
             "stmt": statement,
             "vars": deltas,
-            "del": [n for n in old if n not in encoded],
+            "del": [n for n in old if n not in plain],
             "ts": time.time(),
         }
         if position is not None:
@@ -281,6 +290,7 @@ class CheckpointManager:
         if definitions:
             record["defs"] = definitions
         self._append(record)
+        cache.synced(state.frames[frame_id])
         assert self._log is not None
         if self._log.should_snapshot():
             self._log.write_snapshot(state.to_snapshot(), checkpoints=number)

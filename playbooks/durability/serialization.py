@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import importlib
 import json
+import logging
 import math
 import pathlib
 import pickle
@@ -25,7 +26,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from .deltas import apply, diff, stable_hash
+
+__all__ = ["DecodeError", "NotCheckpointed", "Unserializable", "apply", "decode", "diff"]
+__all__ += ["encode", "encode_variables", "stable_hash", "type_name"]
+
 TAG = "__t"
+logger = logging.getLogger("playbooks.durability")
 
 
 class Unserializable(Exception):
@@ -68,8 +75,10 @@ def _canonical(encoded: Any) -> str:
 def _nc_raise(obj: NotCheckpointed) -> NoReturn:
     path = object.__getattribute__(obj, "_nc_path")
     tname = object.__getattribute__(obj, "_nc_type")
+    why = object.__getattribute__(obj, "_nc_why")
     raise RuntimeError(
-        f"{path} (type {tname}) could not be checkpointed, so it is not available after resume"
+        f"{path} (type {tname}) {why or 'could not be checkpointed'}, "
+        "so it is not available after resume"
     )
 
 
@@ -80,12 +89,13 @@ class NotCheckpointed:
     loudly where it touches the lost value and nowhere else.
     """
 
-    __slots__ = ("_nc_path", "_nc_type")
+    __slots__ = ("_nc_path", "_nc_type", "_nc_why")
     _ALLOWED = frozenset(
         {
             "__class__",
             "_nc_path",
             "_nc_type",
+            "_nc_why",
             "__copy__",
             "__deepcopy__",
             "__reduce__",
@@ -93,9 +103,10 @@ class NotCheckpointed:
         }
     )
 
-    def __init__(self, path: str, type_name: str) -> None:
+    def __init__(self, path: str, type_name: str, why: str = "") -> None:
         object.__setattr__(self, "_nc_path", path)
         object.__setattr__(self, "_nc_type", type_name)
+        object.__setattr__(self, "_nc_why", why)
 
     def __getattribute__(self, name: str) -> Any:
         if name in NotCheckpointed._ALLOWED:
@@ -109,9 +120,10 @@ class NotCheckpointed:
         return self
 
     def __reduce__(self) -> tuple:
+        get = object.__getattribute__
         return (
             NotCheckpointed,
-            (object.__getattribute__(self, "_nc_path"), object.__getattribute__(self, "_nc_type")),
+            (get(self, "_nc_path"), get(self, "_nc_type"), get(self, "_nc_why")),
         )
 
 
@@ -197,6 +209,8 @@ class _Encoder:
             return {TAG: "pydantic", "cls": _class_path(type(v)), "v": self.enc(dumped, path)}
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             return self._container(v, path, lambda: self._dataclass(v, path))
+        if _plain_class(type(v)):
+            return self._container(v, path, lambda: self._object(v, path))
         if isinstance(v, str):
             return str.__str__(v)
         if isinstance(v, int):
@@ -261,6 +275,15 @@ class _Encoder:
             fields[f.name] = self.enc(value, f"{path}.{f.name}")
         return {TAG: "dataclass", "cls": _class_path(type(v)), "v": fields}
 
+    def _object(self, v: Any, path: str) -> dict:
+        """An instance of a plain class: its attributes, all of them or none (no half objects)."""
+        mark, self.mark = self.mark, False
+        try:
+            attrs = {k: self.enc(x, f"{path}.{k}") for k, x in vars(v).items()}
+        finally:
+            self.mark = mark
+        return {TAG: "object", "cls": _class_path(type(v)), "v": attrs}
+
     def _dict(self, v: dict, path: str) -> Any:
         if TAG not in v and all(type(k) is str for k in v):
             return {k: self.enc(x, f"{path}[{k!r}]") for k, x in v.items()}
@@ -284,6 +307,37 @@ class _Encoder:
                     "sig": _sign(self.key, data),
                 }
         raise Unserializable(path, type_name(v), reason)
+
+
+_PLAIN: dict[type, bool] = {}
+
+
+def _plain_class(t: type) -> bool:
+    """Instances of ``t`` are their ``__dict__``: a Python class found again by module:qualname,
+    without slots, builtin bases or its own pickling (exceptions, functions... are not)."""
+    verdict = _PLAIN.get(t)
+    if verdict is None:
+        verdict = (
+            t.__module__ != "builtins"
+            and all(
+                k is object
+                or (
+                    k.__flags__ & (1 << 9)
+                    and k.__module__ != "builtins"
+                    and "__slots__" not in vars(k)
+                )
+                for k in t.__mro__
+            )
+            and t.__reduce_ex__ is object.__reduce_ex__
+            and t.__reduce__ is object.__reduce__
+            and getattr(t, "__getstate__", object.__getstate__) is object.__getstate__
+            and not hasattr(t, "__setstate__")
+            and _lookup(_class_path(t)) is t
+        )
+        if len(_PLAIN) > 10_000:
+            _PLAIN.clear()
+        _PLAIN[t] = verdict
+    return verdict
 
 
 def encode(
@@ -391,6 +445,20 @@ class _Decoder:
         found = _lookup(path)
         return found if check(found) else None
 
+    def _lost(self, path: Any, why: str) -> NotCheckpointed:
+        """A typed value whose class cannot be had: never a silent dict in its place."""
+        path = str(path)
+        mod, _, qual = path.partition(":")
+        if not why:
+            loaded = mod in sys.modules
+            why = (
+                f"cannot be rebuilt: class {qual} is not in module {mod}"
+                if loaded
+                else f"cannot be rebuilt: module {mod} is not loaded"
+            )
+        logger.warning("a checkpointed instance of %s %s", path, why)
+        return NotCheckpointed(f"an instance of {qual or path}", path, why)
+
     def _t_tuple(self, x: dict) -> tuple:
         return tuple(self.dec(i) for i in x["v"])
 
@@ -430,35 +498,46 @@ class _Decoder:
         value = self.dec(x["v"])
         cls = self._cls(x["cls"], _is_enum)
         if cls is None:
-            return value
+            return self._lost(x["cls"], "")
         if x.get("name") in cls.__members__:
             return cls.__members__[x["name"]]
         try:
             return cls(value)
         except Exception:
-            return value
+            return self._lost(x["cls"], f"cannot be rebuilt: {value!r} is no longer a member")
 
     def _t_pydantic(self, x: dict) -> Any:
         fields = self.dec(x["v"])
         cls = self._cls(x["cls"], _is_model)
         if cls is None:
-            return fields
+            return self._lost(x["cls"], "")
         try:
             return cls.model_validate_json(json.dumps(fields))
-        except Exception:
-            return fields
+        except Exception as exc:
+            return self._lost(x["cls"], f"cannot be rebuilt: its fields no longer validate ({exc})")
 
     def _t_dataclass(self, x: dict) -> Any:
         fields = {k: self.dec(v) for k, v in x["v"].items()}
         cls = self._cls(x["cls"], _is_dataclass)
-        if cls is None or not set(fields) <= {f.name for f in dataclasses.fields(cls)}:
-            return fields
+        if cls is None:
+            return self._lost(x["cls"], "")
+        if not set(fields) <= {f.name for f in dataclasses.fields(cls)}:
+            return self._lost(x["cls"], "cannot be rebuilt: its class has other fields now")
         try:
             obj = object.__new__(cls)
             for k, v in fields.items():
                 object.__setattr__(obj, k, v)
-        except Exception:
-            return fields
+        except Exception as exc:
+            return self._lost(x["cls"], f"cannot be rebuilt ({exc})")
+        return obj
+
+    def _t_object(self, x: dict) -> Any:
+        attrs = {k: self.dec(v) for k, v in x["v"].items()}
+        cls = self._cls(x["cls"], lambda c: isinstance(c, type) and _plain_class(c))
+        if cls is None:
+            return self._lost(x["cls"], "")
+        obj = object.__new__(cls)
+        obj.__dict__.update(attrs)
         return obj
 
     def _t_pickle(self, x: dict) -> Any:
@@ -487,85 +566,3 @@ def decode(
 ) -> Any:
     """Rebuild a value from encode() output (after a JSON round trip)."""
     return _Decoder(resolve, allow_pickle, pickle_key).dec(data)
-
-
-# ---------------------------------------------------------------- deltas
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality that tells 1, 1.0 and True apart (JSON does)."""
-    if a is b:
-        return True
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return len(a) == len(b) and all(k in b and _same(v, b[k]) for k, v in a.items())
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
-def _size(v: Any) -> int:
-    return len(json.dumps(v, separators=(",", ":")))
-
-
-def diff(old: Any, new: Any) -> dict | None:
-    """A compact delta from old to new (both encoded); None when they are equal."""
-    if _same(old, new):
-        return None
-    if type(old) is list and type(new) is list and len(new) >= len(old):
-        if all(_same(x, y) for x, y in zip(old, new, strict=False)):
-            return {"op": "ext", "v": new[len(old) :]}
-    elif type(old) is str and type(new) is str and new.startswith(old):
-        return {"op": "app", "v": new[len(old) :]}
-    elif type(old) is dict and type(new) is dict:
-        delta = _dict_delta(old, new)
-        if delta is not None:
-            return delta
-    return {"op": "set", "v": new}
-
-
-def _dict_delta(old: dict, new: dict) -> dict | None:
-    sets: dict[str, Any] = {}
-    subs: dict[str, Any] = {}
-    dels = [k for k in old if k not in new]
-    for k, v in new.items():
-        if k not in old:
-            sets[k] = v
-            continue
-        d = diff(old[k], v)
-        if d is None:
-            continue
-        if d["op"] == "set":
-            sets[k] = v
-        else:
-            subs[k] = d
-    delta: dict[str, Any] = {"op": "upd", "set": sets, "del": dels}
-    if subs:
-        delta["sub"] = subs
-    return delta if _size(delta) < _size({"op": "set", "v": new}) else None
-
-
-def apply(old: Any, delta: dict) -> Any:
-    """Apply a diff() result: apply(old, diff(old, new)) == new. old is not changed."""
-    op = delta.get("op")
-    if op == "set":
-        return delta["v"]
-    if op == "ext" and isinstance(old, list):
-        return old + delta["v"]
-    if op == "app" and isinstance(old, str):
-        return old + delta["v"]
-    if op == "upd" and isinstance(old, dict):
-        out = dict(old)
-        for k in delta.get("del", ()):
-            out.pop(k, None)
-        out.update(delta.get("set", {}))
-        for k, sub in delta.get("sub", {}).items():
-            out[k] = apply(out.get(k), sub)
-        return out
-    raise ValueError(f"delta {op!r} does not apply to a value of type {type(old).__name__}")
-
-
-def stable_hash(encoded: Any) -> str:
-    """Content hash of an encoded value, for cheap 'did it change?' checks."""
-    return hashlib.sha256(_canonical(encoded).encode("utf-8")).hexdigest()
