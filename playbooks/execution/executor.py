@@ -29,6 +29,7 @@ from .journal import (
 )
 from .nondeterminism import journaled_builtins
 from .splitter import Statement, StatementSplitter
+from .touched import merge_touched, touched_names
 
 RETURN_NAME = "__pb_return__"
 CODE_MODULE = "__pb_code__"  # ``__name__`` of generated code: classes it defines say so
@@ -101,6 +102,7 @@ class StreamingPythonExecutor:
         rerun: frozenset[str] = RERUN,
         provided: dict[str, int] | None = None,
         defined: set[str] | None = None,
+        opaque: frozenset[str] = frozenset(),
     ) -> None:
         self.agent = agent
         self.namespace: dict[str, Any] = namespace if namespace is not None else {}
@@ -131,6 +133,10 @@ class StreamingPythonExecutor:
         self.definitions: list[str] = []  # imports/defs/classes run so far (source)
         # names they bound, not data to checkpoint (shared by the frames of one namespace)
         self._defined: set[str] = defined if defined is not None else set()
+        # calls of these may change any variable (playbooks sharing the agent's state)
+        self._opaque = opaque
+        # what the statements since the last checkpoint may have touched (None: anything)
+        self.pending_touched: frozenset[str] | None = frozenset()
         self._known_response: str | None = None
         self._recorded = 0  # characters of the response already durable
         self._recorded_done = False
@@ -374,6 +380,11 @@ class StreamingPythonExecutor:
         start = statement.start_line  # before any rewrite moves it into the file's numbering
         definition = isinstance(node, _DEFINITIONS)
         names = _bound_names(node)
+        touched = touched_names(node)
+        if touched is not None and touched & self._opaque:
+            touched = None  # a playbook call may change the agent's variables
+        # counted before it runs: a statement that fails halfway still changed things
+        self.pending_touched = merge_touched(self.pending_touched, touched)
         if definition:  # kept as the model wrote it: checks and rewrites run again on resume
             self._pending_definition = ast.unparse(node)
         try:
@@ -418,7 +429,9 @@ class StreamingPythonExecutor:
                 variables=self.checkpoint_variables(),
                 position=self.position,
                 definitions=self.definitions[-1:] if definition else None,
+                touched=self.pending_touched,
             )
+            self.pending_touched = frozenset()
 
     def checkpoint_variables(self) -> dict[str, Any]:
         """The variables that are data: what imports and defs bound is run again instead."""

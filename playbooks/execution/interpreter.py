@@ -360,6 +360,10 @@ class Interpreter:
         return {"__pb_next__": NextMessage, "__pb_handle__": HandleMessage}
 
     # -- Markdown playbooks: a loop of LLM turns -------------------------------
+    def _opaque(self) -> frozenset[str]:
+        """Calls that may change the agent's variables behind a statement's back."""
+        return frozenset(p.name for p in self.agent.playbooks) | {"HandleMessage"}
+
     def agent_state(self) -> dict[str, Any]:
         """The namespace every Markdown playbook of this agent runs in (made once)."""
         if self._state is None:
@@ -403,6 +407,7 @@ class Interpreter:
                 checker=self._checker(namespace),
                 provided=self._base,
                 defined=self._defined,
+                opaque=self._opaque(),
             )
             if stored is not None and not definitions:
                 executor.restore_definitions(stored.defs)
@@ -446,6 +451,7 @@ class Interpreter:
                         statement="",
                         variables=executor.checkpoint_variables(),
                         position=executor.position,
+                        touched=executor.pending_touched,
                     )
                 self.manager.record_observation(frame_id, turn, outcome)
             history.append((executor.llm_response, outcome))
