@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="configuration file (default ./playbooks.toml)"
     )
     common.add_argument("--force", action="store_true", help="resume even if the program changed")
+    common.add_argument(
+        "--accept-rollback",
+        action="store_true",
+        help="resume from the last good record when the checkpoint log is damaged "
+        "(effects after it may happen again)",
+    )
 
     run = sub.add_parser(
         "run",
@@ -138,6 +144,7 @@ def cmd_run(
         fresh=getattr(args, "fresh", False),
         execution_id=execution_id or getattr(args, "execution_id", None),
         force=args.force,
+        accept_rollback=args.accept_rollback,
     )
     return asyncio.run(Runner(config, options).run(program or args.program))
 

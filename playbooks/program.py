@@ -44,6 +44,7 @@ class RunOptions:
     fresh: bool = False
     execution_id: str | None = None
     force: bool = False
+    accept_rollback: bool = False  # resume past damaged records (effects may repeat)
 
 
 def new_execution_id(program_path: str) -> str:
@@ -133,7 +134,7 @@ class Runner:
         execution_id = execution_id or new_execution_id(program.path)
         manager = CheckpointManager(execution_id, provider)
         try:
-            state = manager.open()
+            state = manager.open(accept_rollback=self.options.accept_rollback)
         except logmod.ExecutionLocked as error:
             raise Refused(str(error)) from None
         self.manager = manager

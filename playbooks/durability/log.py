@@ -22,6 +22,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from playbooks.durability.blobs import (
     INLINE_MAX,
@@ -32,6 +33,7 @@ from playbooks.durability.blobs import (
     loads,
     write_atomic,
 )
+from playbooks.durability.damage import Damage, records_of, scan
 from playbooks.durability.records import encode_record, read_records
 
 SNAP = "snap-"
@@ -70,6 +72,18 @@ class Loaded:
     warnings: list[str]
     rebuilt: bool
     needs_snapshot: bool = False  # append is refused until write_snapshot()
+    damage: Damage | None = None  # recovery stopped before the end of what was written
+    puts: dict[str, Any] = field(default_factory=dict)  # saver-protocol checkpoints
+
+
+class DamagedLog(StorageError):
+    """Stored records cannot be used as they are; names the file and the offset."""
+
+    def __init__(self, message: str, damage: Damage) -> None:
+        super().__init__(message)
+        self.damage = damage
+        self.file = damage.file
+        self.offset = damage.offset
 
 
 @dataclass
@@ -80,8 +94,38 @@ class _Gen:
     refs: set[str] = field(default_factory=set)
 
 
+@dataclass
+class _Chain:
+    """What one pass over a snapshot and the segments after it found."""
+
+    snapshot: dict | None = None
+    base: int | None = None
+    records: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    damage: Damage | None = None
+    stats: dict[int, _Gen] = field(default_factory=dict)
+    puts: dict[str, Any] = field(default_factory=dict)
+    appended: int = 0
+    trim_to: int | None = None
+
+
 class _Bad(Exception):
-    pass
+    def __init__(self, message: str, name: str, offset: int | None, reason: str) -> None:
+        super().__init__(message)
+        self.name, self.offset, self.reason = name, offset, reason
+
+
+#: Logs owned (locked) by this process, by folder: the saver protocol writes
+#: through the owner instead of opening a second writer on the same files.
+_OWNERS: dict[str, ExecutionLog] = {}
+_OWNERS_LOCK = threading.Lock()
+
+
+def owner_in_process(base_path: str | Path, execution_id: str) -> ExecutionLog | None:
+    """The log of this process that owns the execution, if one does."""
+    key = os.path.realpath(Path(base_path) / validate_execution_id(execution_id))
+    with _OWNERS_LOCK:
+        return _OWNERS.get(key)
 
 
 class ExecutionLog:
@@ -102,7 +146,8 @@ class ExecutionLog:
         self.fsync = fsync
         self.keep_last_n = max(0, keep_last_n)
         if create:
-            self.base.mkdir(parents=True, exist_ok=True)
+            if not self.base.is_dir():  # ours: private (parents keep the umask)
+                self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 os.mkdir(self.dir, 0o700)
             except FileExistsError:
@@ -121,6 +166,7 @@ class ExecutionLog:
         self._snap_size = 0
         self._needs_snapshot = False
         self._stats: dict[int, _Gen] = {}
+        self._puts: dict[str, Any] = {}
         self._lock_fd: int | None = None
 
     # ------------------------------------------------------------ files
@@ -139,7 +185,12 @@ class ExecutionLog:
             m = _FILE.fullmatch(name)
             if m:
                 (snaps if m.group(1) == "snap" else segs).append(int(m.group(2)))
-        return sorted(snaps), sorted(segs)
+        snaps.sort()
+        segs.sort()
+        if segs and segs[-1] > 0 and segs[-1] not in snaps and segs[-1] > max(snaps, default=-1):
+            if self._file_size(SEG, segs[-1]) == 0:
+                segs.pop()  # created by a snapshot that a crash stopped before its rename
+        return snaps, segs
 
     def _close_segment(self) -> None:
         if self._fd is not None:
@@ -148,32 +199,35 @@ class ExecutionLog:
 
     # ------------------------------------------------------------ reading
 
-    def _read_snapshot(self, gen: int, cache: dict) -> tuple[dict, dict, set[str]]:
+    def _read_snapshot(self, gen: int, cache: dict) -> tuple[dict, dict, set[str], dict]:
         name = f"{SNAP}{gen:06d}"
         try:
             data = self._path(SNAP, gen).read_bytes()
         except OSError as exc:
-            raise _Bad(f"{name}: unreadable ({exc.strerror})") from None
+            raise _Bad(f"{name}: unreadable ({exc.strerror})", name, None, "unreadable") from None
         rr = read_records(data, name)
         if rr.warning:
-            raise _Bad(rr.warning.split(";")[0])
+            raise _Bad(rr.warning.split(";")[0], name, rr.valid_end, "damaged")
         if len(rr.payloads) != 1 or rr.valid_end != len(data):
-            raise _Bad(f"{name}: incomplete snapshot")
+            at = rr.valid_end if rr.payloads == [] else rr.offsets[-1]
+            raise _Bad(f"{name}: incomplete snapshot at offset {at}", name, at, "incomplete")
         refs: set[str] = set()
         try:
             obj = loads(rr.payloads[0])
             if obj.get("gen") != gen or not isinstance(obj.get("state"), dict):
                 raise ValueError("unexpected content")
             state = self.blobs.resolve(obj["state"], refs, cache)
+            puts = self.blobs.resolve(obj.get("puts", {}), refs, cache)
         except (ValueError, AttributeError, MissingBlob) as exc:
-            raise _Bad(f"{name}: unreadable snapshot ({exc})") from None
+            raise _Bad(f"{name}: unreadable snapshot ({exc})", name, 0, str(exc)) from None
         history = obj.get("history")
-        return state, history if isinstance(history, dict) else {}, refs
+        return state, history if isinstance(history, dict) else {}, refs, puts
 
     def _read_segment(
         self, gen: int, cache: dict, stats: _Gen, out: list[dict]
-    ) -> tuple[str | None, int, int | None]:
-        """Append the segment's valid records to out: (warning, bytes, trim_to)."""
+    ) -> tuple[tuple[int, str] | None, int, int | None]:
+        """Append the segment's valid records to out: (damage, bytes, trim_to),
+        damage being (offset, reason) of the first record that cannot be used."""
         name = f"{SEG}{gen:06d}"
         data = self._path(SEG, gen).read_bytes()
         rr = read_records(data, name)
@@ -185,16 +239,105 @@ class ExecutionLog:
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
             except (ValueError, MissingBlob) as exc:
-                return (
-                    f"{name}: unreadable record at offset {offset} ({exc}); "
-                    "recovery stops at the last good record",
-                    offset,
-                    None,
-                )
+                return (offset, f"unreadable record: {exc}"), offset, None
             out.append(record)
             if record.get("k") == "ckpt":
                 stats.ckpts += 1
-        return rr.warning, rr.valid_end, rr.valid_end if rr.torn else None
+        if rr.warning:
+            reason = rr.warning.split(" at offset ")[0].removeprefix(f"{name}: ")
+            return (rr.valid_end, reason), rr.valid_end, None
+        return None, rr.valid_end, rr.valid_end if rr.torn else None
+
+    def _lost_after(self, gen: int, offset: int | None, newest: int) -> tuple[list[dict], int]:
+        """Readable records past a damage point in segment gen, later segments included."""
+        lost: list[dict] = []
+        unreadable = 1
+        if offset is not None:
+            try:
+                lost, unreadable = scan(self._path(SEG, gen).read_bytes(), offset)
+            except OSError:
+                pass
+        for later in range(gen + 1, newest + 1):
+            try:
+                lost += records_of(self._path(SEG, later).read_bytes())
+            except OSError:
+                continue
+        return lost, unreadable
+
+    def _read_chain(self, newest: int | None = None) -> _Chain:
+        """The newest readable snapshot at or below ``newest`` and the records
+        of every segment from it up to ``newest`` (pure: changes nothing)."""
+        snaps, segs = self._scan()
+        top = max(snaps + segs)
+        newest = top if newest is None else newest
+        snaps = [g for g in snaps if g <= newest]
+        chain = _Chain()
+        cache: dict[str, bytes] = {}
+        history: dict = {}
+        refs: set[str] = set()
+        first_bad: _Bad | None = None
+        for gen in reversed(snaps):
+            try:
+                chain.snapshot, history, refs, chain.puts = self._read_snapshot(gen, cache)
+            except _Bad as exc:
+                first_bad = first_bad or exc
+                chain.warnings.append(f"{exc}; falling back to an older snapshot and the log")
+                continue
+            chain.base = gen
+            break
+        if chain.base is None:
+            if 0 not in segs:
+                bad = first_bad
+                damage = Damage(
+                    self.dir / (bad.name if bad else f"{SEG}000000"),
+                    bad.offset if bad else None,
+                    bad.reason if bad else "missing",
+                )
+                raise DamagedLog(self._unreadable(chain.warnings), damage)
+            chain.base = 0
+        present = set(snaps) | set(segs)
+        for key, info in history.items():
+            try:
+                if int(key) in present:
+                    chain.stats[int(key)] = _Gen(int(info["ckpts"]), set(info["refs"]))
+            except (ValueError, TypeError, KeyError):
+                continue
+        chain.stats[chain.base] = _Gen(0, refs)
+        for gen in range(chain.base, newest + 1):
+            name = f"{SEG}{gen:06d}"
+            if gen not in segs:
+                if gen == newest == 0:
+                    continue  # generation 0's log is not created yet
+                chain.warnings.append(f"{name}: missing; recovery stops at generation {gen}")
+                lost, _ = self._lost_after(gen, None, top)
+                chain.damage = Damage(self.dir / name, None, "missing", lost, 1)
+                break
+            try:
+                bad, size, trim_to = self._read_segment(
+                    gen, cache, chain.stats.setdefault(gen, _Gen()), chain.records
+                )
+            except OSError as exc:
+                bad, size, trim_to = (0, f"unreadable ({exc.strerror})"), 0, None
+            chain.appended += size
+            if bad is None and trim_to is not None and gen != top:
+                bad = (trim_to, "ends inside a record, yet a later generation follows it")
+            if bad is not None:
+                offset, reason = bad
+                chain.warnings.append(
+                    f"{name}: {reason} at offset {offset}; recovery stops at the last good record"
+                )
+                lost, unreadable = self._lost_after(gen, offset, top)
+                chain.damage = Damage(self.dir / name, offset, reason, lost, unreadable)
+                break
+            if gen == top:
+                chain.trim_to = trim_to
+        for record in chain.records:
+            kind = record.get("k")
+            if kind == "put":
+                chain.puts[record.get("id")] = record.get("data")
+            elif kind == "forget":
+                chain.puts[record.get("id")] = None
+        return chain
 
     def load(self) -> Loaded:
         """Newest valid snapshot + the records after it (read-only)."""
@@ -205,70 +348,59 @@ class ExecutionLog:
             snaps, segs = self._scan()
             if not snaps and not segs:
                 self._gen, self._appended, self._snap_size = 0, 0, 0
+                self._stats, self._puts = {}, {}
                 self._needs_snapshot = False
-                self._stats = {}
+                if (self.dir / "meta.json").exists():  # started once: its log was removed
+                    self._needs_snapshot = True
+                    reason = "no readable log: its log files are missing (meta.json is there)"
+                    damage = Damage(self.dir, None, reason)
+                    warning = f"{self.dir}: {reason}"
+                    return Loaded(None, [], 0, [warning], False, True, damage)
                 return Loaded(None, [], 0, [], False)
-            newest = max(snaps + segs)
-            warnings: list[str] = []
-            cache: dict[str, bytes] = {}
-            base: int | None = None
-            state: dict | None = None
-            history: dict = {}
-            refs: set[str] = set()
-            for gen in reversed(snaps):
-                try:
-                    state, history, refs = self._read_snapshot(gen, cache)
-                except _Bad as exc:
-                    warnings.append(f"{exc}; falling back to an older snapshot and the log")
-                    continue
-                base = gen
-                break
             self._needs_snapshot = True  # until this load succeeds
-            if base is None:
-                if 0 not in segs:
-                    raise StorageError(self._unreadable(warnings))
-                base = 0
-            stats: dict[int, _Gen] = {}
-            for key, info in history.items():
-                try:
-                    stats[int(key)] = _Gen(int(info["ckpts"]), set(info["refs"]))
-                except (ValueError, TypeError, KeyError):
-                    continue
-            stats[base] = _Gen(0, refs)
-            records: list[dict] = []
-            broken = False
-            appended = 0
-            for gen in range(base, newest + 1):
-                if gen not in segs:
-                    if gen != newest:
-                        warnings.append(
-                            f"{SEG}{gen:06d}: missing; recovery stops at generation {gen}"
-                        )
-                        broken = True
-                        break
-                    continue
-                try:
-                    warning, size, trim_to = self._read_segment(
-                        gen, cache, stats.setdefault(gen, _Gen()), records
-                    )
-                except OSError as exc:
-                    warning, size, trim_to = f"{SEG}{gen:06d}: unreadable ({exc.strerror})", 0, None
-                appended += size
-                if warning:
-                    warnings.append(warning)
-                    broken = True
-                    break
-                if gen == newest:
-                    self._trim_to = trim_to
-            if state is None and not records and broken:
-                raise StorageError(self._unreadable(warnings))
-            rebuilt = base != newest
+            chain = self._read_chain()
+            assert chain.base is not None
+            if chain.snapshot is None and not chain.records and chain.damage is not None:
+                raise DamagedLog(self._unreadable(chain.warnings), chain.damage)
+            newest = max(snaps + segs)
+            rebuilt = chain.base != newest
             self._gen = newest
-            self._stats = stats
-            self._appended = appended
-            self._snap_size = self._file_size(SNAP, base) if base in snaps else 0
-            self._needs_snapshot = broken or rebuilt
-            return Loaded(state, records, base, warnings, rebuilt, self._needs_snapshot)
+            self._stats = chain.stats
+            self._puts = chain.puts
+            self._appended = chain.appended
+            self._trim_to = chain.trim_to
+            self._snap_size = self._file_size(SNAP, chain.base) if chain.base in snaps else 0
+            self._needs_snapshot = chain.damage is not None or rebuilt
+            return Loaded(
+                chain.snapshot,
+                chain.records,
+                chain.base,
+                chain.warnings,
+                rebuilt,
+                self._needs_snapshot,
+                chain.damage,
+                dict(chain.puts),
+            )
+
+    def load_generation(self, gen: int) -> Loaded:
+        """What recovery would have read when ``gen`` was the newest generation
+        (for loading an older checkpoint; read-only, changes nothing)."""
+        with self._mutex:
+            snaps, segs = self._scan()
+            if not snaps and not segs:
+                return Loaded(None, [], 0, [], False)
+            chain = self._read_chain(gen)
+            assert chain.base is not None
+            return Loaded(
+                chain.snapshot,
+                chain.records,
+                chain.base,
+                chain.warnings,
+                chain.base != gen,
+                chain.damage is not None,
+                chain.damage,
+                dict(chain.puts),
+            )
 
     def _unreadable(self, warnings: list[str]) -> str:
         detail = f" ({'; '.join(w.split(';')[0] for w in warnings)})" if warnings else ""
@@ -331,8 +463,13 @@ class ExecutionLog:
             self._appended += len(frame)
             stats = self._stats.setdefault(self._gen, _Gen())
             stats.refs |= refs
-            if record.get("k") == "ckpt":
+            kind = record.get("k")
+            if kind == "ckpt":
                 stats.ckpts += 1
+            elif kind == "put":
+                self._puts[record["id"]] = record.get("data")
+            elif kind == "forget":
+                self._puts[record["id"]] = None  # remembered, so compaction keeps it forgotten
             if sync and self.fsync:
                 os.fdatasync(fd)
 
@@ -367,33 +504,59 @@ class ExecutionLog:
             snaps, segs = self._scan()
             new = max(snaps + segs + [self._gen]) + 1
             ext, refs = self.blobs.externalize(state)
+            payload = {"format": SNAPSHOT_FORMAT, "gen": new, "state": ext}
+            if self._puts:  # saver-protocol checkpoints outlive the records that stored them
+                payload["puts"], more = self.blobs.externalize(self._puts)
+                refs |= more
             self._stats[new] = _Gen(0, set(refs))
             present = sorted(set(snaps) | set(segs) | {new})
             doomed = self._victims(present)
-            history = {
+            payload["history"] = {
                 str(g): {"ckpts": s.ckpts, "refs": sorted(s.refs)}
                 for g, s in sorted(self._stats.items())
                 if g < new and g in present and g not in doomed
             }
-            payload = {"format": SNAPSHOT_FORMAT, "gen": new, "state": ext, "history": history}
             data = encode_record(dumps(payload))
-            write_atomic(self._path(SNAP, new), data, self.fsync)
+            # The segment exists before its snapshot does, so that a snapshot
+            # without its segment means the segment was lost, not never written.
+            fd = os.open(self._path(SEG, new), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                if self.fsync:
+                    fsync_dir(self.dir)
+                write_atomic(self._path(SNAP, new), data, self.fsync)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd, self._seg_size = fd, os.fstat(fd).st_size
             self._gen = new
             self._appended = 0
             self._snap_size = len(data)
             self._needs_snapshot = False
             self._drop(doomed)
 
+    def retain(self, keep_last_n: int | None = None) -> int:
+        """Apply retention now (the owner, or a holder of the lock); returns the
+        number of generations removed. Nothing goes while damage is unrepaired."""
+        with self._mutex:
+            self._ensure_loaded()
+            if self._needs_snapshot:
+                return 0
+            snaps, segs = self._scan()
+            doomed = self._victims(sorted(set(snaps) | set(segs)), keep_last_n)
+            self._drop(doomed)
+            return len(doomed)
+
     # ------------------------------------------------------------ retention
 
-    def _victims(self, present: list[int]) -> list[int]:
+    def _victims(self, present: list[int], keep_last_n: int | None = None) -> list[int]:
         """Oldest generations that can go: the rest still hold keep_last_n
         checkpoints and at least two generations remain."""
+        keep = self.keep_last_n if keep_last_n is None else max(0, keep_last_n)
         kept = list(present)
         doomed: list[int] = []
         while len(kept) > 2:
             held = sum(self._stats.get(g, _Gen()).ckpts for g in kept[1:])
-            if held < self.keep_last_n:
+            if held < keep:
                 break
             doomed.append(kept.pop(0))
         return doomed
@@ -448,6 +611,8 @@ class ExecutionLog:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self._lock_fd = fd
+            with _OWNERS_LOCK:
+                _OWNERS[os.path.realpath(self.dir)] = self
             self._remove_tmp()
 
     def _remove_tmp(self) -> int:
@@ -465,6 +630,10 @@ class ExecutionLog:
                 os.fdatasync(self._fd)
             self._close_segment()
             if self._lock_fd is not None:
+                with _OWNERS_LOCK:
+                    key = os.path.realpath(self.dir)
+                    if _OWNERS.get(key) is self:
+                        del _OWNERS[key]
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = None
 
@@ -492,6 +661,34 @@ class ExecutionLog:
                 continue
             refs |= stats.refs
         return out
+
+    def checkpoints(self) -> list[tuple[int, int]]:
+        """(number, generation) of every retained "ckpt" record that
+        load_generation(generation) can rebuild, oldest first."""
+        with self._mutex:
+            snaps, segs = self._scan()
+            out: list[tuple[int, int]] = []
+            cache: dict[str, bytes] = {}
+            reachable = False  # the state at the start of this generation is known
+            for gen in segs:
+                if not reachable or gen - 1 not in segs:
+                    reachable = gen == 0
+                if not reachable and gen in snaps:
+                    try:
+                        self._read_snapshot(gen, cache)
+                        reachable = True
+                    except _Bad:
+                        pass
+                if not reachable:
+                    continue
+                records: list[dict] = []
+                try:
+                    bad, _, trim_to = self._read_segment(gen, cache, _Gen(), records)
+                except OSError:
+                    bad, trim_to = (0, "unreadable"), None
+                out += [(r["n"], gen) for r in records if r.get("k") == "ckpt" and "n" in r]
+                reachable = bad is None and trim_to is None
+            return out
 
     def checkpoint_records(self) -> list[dict]:
         """Retained "ckpt" records, oldest first (for listing, not recovery)."""
@@ -568,10 +765,7 @@ def gc(base_path: str | Path, *, keep_last_n: int, only: str | None = None) -> d
                 os.truncate(log._path(SEG, log._gen), log._trim_to)
                 log._trim_to = None
                 counts["torn_tails_trimmed"] += 1
-            snaps, segs = log._scan()
-            doomed = log._victims(sorted(set(snaps) | set(segs)))
-            log._drop(doomed)
-            counts["generations_removed"] += len(doomed)
+            counts["generations_removed"] += log.retain()
             used = log.referenced_blobs()
             for sha in sorted(log.blobs.names() - used):
                 log.blobs.remove(sha)
