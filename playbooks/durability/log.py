@@ -2,7 +2,8 @@
 
 Layout of <base>/<execution_id>/ (0700, files 0600):
   snap-GGGGGG   compacted state that starts generation G (written atomically)
-  log-GGGGGG    records appended after snapshot G (generation 0 has no snapshot)
+  log-GGGGGG    records appended after snapshot G (generation 0 has no snapshot);
+                created before its snapshot, so a snapshot without it means it was lost
   blobs/        large values, stored once by content hash
   meta.json     small metadata for listing
   lock          owner lock (flock), holds the owner's pid
@@ -10,7 +11,9 @@ Layout of <base>/<execution_id>/ (0700, files 0600):
 Recovery reads the newest valid snapshot plus the records after it, so its cost
 is bounded by the snapshot policy, not by the length of the history. Retention
 keeps at least two generations so that a lost newest snapshot can be rebuilt
-from the previous one and the log.
+from the previous one and the log. Damage that stops recovery before the end
+of what was written is reported (``Loaded.damage``), never silently skipped:
+the owner refuses it unless told to roll back (see CheckpointManager.open).
 """
 
 from __future__ import annotations
@@ -20,34 +23,37 @@ import os
 import re
 import shutil
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from playbooks.durability.blobs import (
     INLINE_MAX,
     BlobStore,
-    MissingBlob,
     dumps,
     fsync_dir,
     loads,
     write_atomic,
 )
-from playbooks.durability.damage import Damage, records_of, scan
-from playbooks.durability.records import encode_record, read_records
+from playbooks.durability.chain import (
+    _FILE,
+    _MARKERS,
+    SEG,
+    SNAP,
+    ChainReader,
+    DamagedLog,
+    Loaded,
+    StorageError,
+    _Bad,
+    _Gen,
+)
+from playbooks.durability.damage import Damage
+from playbooks.durability.records import encode_record
 
-SNAP = "snap-"
-SEG = "log-"
+__all__ = ["DamagedLog", "ExecutionLocked", "ExecutionLog", "Loaded", "StorageError"]
+
 MIN_SNAPSHOT_GAP = 16 * 1024
-#: Byte patterns of the keys externalize() writes; a payload without them needs no resolve().
-_MARKERS = re.compile(rb'"(?:__blob__|__chunks__|__esc__)"')
 SNAPSHOT_FORMAT = 1
-_FILE = re.compile(r"(snap|log)-(\d{6,})")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
-
-class StorageError(Exception):
-    """Checkpoint storage cannot do what was asked (one clear line)."""
 
 
 class ExecutionLocked(StorageError):
@@ -64,57 +70,6 @@ def validate_execution_id(execution_id: str) -> str:
     return execution_id
 
 
-@dataclass
-class Loaded:
-    snapshot: dict | None
-    records: list[dict]
-    generation: int
-    warnings: list[str]
-    rebuilt: bool
-    needs_snapshot: bool = False  # append is refused until write_snapshot()
-    damage: Damage | None = None  # recovery stopped before the end of what was written
-    puts: dict[str, Any] = field(default_factory=dict)  # saver-protocol checkpoints
-
-
-class DamagedLog(StorageError):
-    """Stored records cannot be used as they are; names the file and the offset."""
-
-    def __init__(self, message: str, damage: Damage) -> None:
-        super().__init__(message)
-        self.damage = damage
-        self.file = damage.file
-        self.offset = damage.offset
-
-
-@dataclass
-class _Gen:
-    """What retention needs to know about one generation."""
-
-    ckpts: int = 0
-    refs: set[str] = field(default_factory=set)
-
-
-@dataclass
-class _Chain:
-    """What one pass over a snapshot and the segments after it found."""
-
-    snapshot: dict | None = None
-    base: int | None = None
-    records: list[dict] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    damage: Damage | None = None
-    stats: dict[int, _Gen] = field(default_factory=dict)
-    puts: dict[str, Any] = field(default_factory=dict)
-    appended: int = 0
-    trim_to: int | None = None
-
-
-class _Bad(Exception):
-    def __init__(self, message: str, name: str, offset: int | None, reason: str) -> None:
-        super().__init__(message)
-        self.name, self.offset, self.reason = name, offset, reason
-
-
 #: Logs owned (locked) by this process, by folder: the saver protocol writes
 #: through the owner instead of opening a second writer on the same files.
 _OWNERS: dict[str, ExecutionLog] = {}
@@ -128,7 +83,7 @@ def owner_in_process(base_path: str | Path, execution_id: str) -> ExecutionLog |
         return _OWNERS.get(key)
 
 
-class ExecutionLog:
+class ExecutionLog(ChainReader):
     """Storage of one execution; one owner appends, anyone may load."""
 
     def __init__(
@@ -171,173 +126,12 @@ class ExecutionLog:
 
     # ------------------------------------------------------------ files
 
-    def _path(self, prefix: str, gen: int) -> Path:
-        return self.dir / f"{prefix}{gen:06d}"
-
-    def _scan(self) -> tuple[list[int], list[int]]:
-        snaps: list[int] = []
-        segs: list[int] = []
-        try:
-            names = os.listdir(self.dir)
-        except FileNotFoundError:
-            names = []
-        for name in names:
-            m = _FILE.fullmatch(name)
-            if m:
-                (snaps if m.group(1) == "snap" else segs).append(int(m.group(2)))
-        snaps.sort()
-        segs.sort()
-        if segs and segs[-1] > 0 and segs[-1] not in snaps and segs[-1] > max(snaps, default=-1):
-            if self._file_size(SEG, segs[-1]) == 0:
-                segs.pop()  # created by a snapshot that a crash stopped before its rename
-        return snaps, segs
-
     def _close_segment(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
     # ------------------------------------------------------------ reading
-
-    def _read_snapshot(self, gen: int, cache: dict) -> tuple[dict, dict, set[str], dict]:
-        name = f"{SNAP}{gen:06d}"
-        try:
-            data = self._path(SNAP, gen).read_bytes()
-        except OSError as exc:
-            raise _Bad(f"{name}: unreadable ({exc.strerror})", name, None, "unreadable") from None
-        rr = read_records(data, name)
-        if rr.warning:
-            raise _Bad(rr.warning.split(";")[0], name, rr.valid_end, "damaged")
-        if len(rr.payloads) != 1 or rr.valid_end != len(data):
-            at = rr.valid_end if rr.payloads == [] else rr.offsets[-1]
-            raise _Bad(f"{name}: incomplete snapshot at offset {at}", name, at, "incomplete")
-        refs: set[str] = set()
-        try:
-            obj = loads(rr.payloads[0])
-            if obj.get("gen") != gen or not isinstance(obj.get("state"), dict):
-                raise ValueError("unexpected content")
-            state = self.blobs.resolve(obj["state"], refs, cache)
-            puts = self.blobs.resolve(obj.get("puts", {}), refs, cache)
-        except (ValueError, AttributeError, MissingBlob) as exc:
-            raise _Bad(f"{name}: unreadable snapshot ({exc})", name, 0, str(exc)) from None
-        history = obj.get("history")
-        return state, history if isinstance(history, dict) else {}, refs, puts
-
-    def _read_segment(
-        self, gen: int, cache: dict, stats: _Gen, out: list[dict]
-    ) -> tuple[tuple[int, str] | None, int, int | None]:
-        """Append the segment's valid records to out: (damage, bytes, trim_to),
-        damage being (offset, reason) of the first record that cannot be used."""
-        name = f"{SEG}{gen:06d}"
-        data = self._path(SEG, gen).read_bytes()
-        rr = read_records(data, name)
-        for payload, offset in zip(rr.payloads, rr.offsets, strict=True):
-            try:
-                record = loads(payload)
-                if _MARKERS.search(payload):  # most records hold no reference: skip the walk
-                    record = self.blobs.resolve(record, stats.refs, cache)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-            except (ValueError, MissingBlob) as exc:
-                return (offset, f"unreadable record: {exc}"), offset, None
-            out.append(record)
-            if record.get("k") == "ckpt":
-                stats.ckpts += 1
-        if rr.warning:
-            reason = rr.warning.split(" at offset ")[0].removeprefix(f"{name}: ")
-            return (rr.valid_end, reason), rr.valid_end, None
-        return None, rr.valid_end, rr.valid_end if rr.torn else None
-
-    def _lost_after(self, gen: int, offset: int | None, newest: int) -> tuple[list[dict], int]:
-        """Readable records past a damage point in segment gen, later segments included."""
-        lost: list[dict] = []
-        unreadable = 1
-        if offset is not None:
-            try:
-                lost, unreadable = scan(self._path(SEG, gen).read_bytes(), offset)
-            except OSError:
-                pass
-        for later in range(gen + 1, newest + 1):
-            try:
-                lost += records_of(self._path(SEG, later).read_bytes())
-            except OSError:
-                continue
-        return lost, unreadable
-
-    def _read_chain(self, newest: int | None = None) -> _Chain:
-        """The newest readable snapshot at or below ``newest`` and the records
-        of every segment from it up to ``newest`` (pure: changes nothing)."""
-        snaps, segs = self._scan()
-        top = max(snaps + segs)
-        newest = top if newest is None else newest
-        snaps = [g for g in snaps if g <= newest]
-        chain = _Chain()
-        cache: dict[str, bytes] = {}
-        history: dict = {}
-        refs: set[str] = set()
-        first_bad: _Bad | None = None
-        for gen in reversed(snaps):
-            try:
-                chain.snapshot, history, refs, chain.puts = self._read_snapshot(gen, cache)
-            except _Bad as exc:
-                first_bad = first_bad or exc
-                chain.warnings.append(f"{exc}; falling back to an older snapshot and the log")
-                continue
-            chain.base = gen
-            break
-        if chain.base is None:
-            if 0 not in segs:
-                bad = first_bad
-                damage = Damage(
-                    self.dir / (bad.name if bad else f"{SEG}000000"),
-                    bad.offset if bad else None,
-                    bad.reason if bad else "missing",
-                )
-                raise DamagedLog(self._unreadable(chain.warnings), damage)
-            chain.base = 0
-        present = set(snaps) | set(segs)
-        for key, info in history.items():
-            try:
-                if int(key) in present:
-                    chain.stats[int(key)] = _Gen(int(info["ckpts"]), set(info["refs"]))
-            except (ValueError, TypeError, KeyError):
-                continue
-        chain.stats[chain.base] = _Gen(0, refs)
-        for gen in range(chain.base, newest + 1):
-            name = f"{SEG}{gen:06d}"
-            if gen not in segs:
-                if gen == newest == 0:
-                    continue  # generation 0's log is not created yet
-                chain.warnings.append(f"{name}: missing; recovery stops at generation {gen}")
-                lost, _ = self._lost_after(gen, None, top)
-                chain.damage = Damage(self.dir / name, None, "missing", lost, 1)
-                break
-            try:
-                bad, size, trim_to = self._read_segment(
-                    gen, cache, chain.stats.setdefault(gen, _Gen()), chain.records
-                )
-            except OSError as exc:
-                bad, size, trim_to = (0, f"unreadable ({exc.strerror})"), 0, None
-            chain.appended += size
-            if bad is None and trim_to is not None and gen != top:
-                bad = (trim_to, "ends inside a record, yet a later generation follows it")
-            if bad is not None:
-                offset, reason = bad
-                chain.warnings.append(
-                    f"{name}: {reason} at offset {offset}; recovery stops at the last good record"
-                )
-                lost, unreadable = self._lost_after(gen, offset, top)
-                chain.damage = Damage(self.dir / name, offset, reason, lost, unreadable)
-                break
-            if gen == top:
-                chain.trim_to = trim_to
-        for record in chain.records:
-            kind = record.get("k")
-            if kind == "put":
-                chain.puts[record.get("id")] = record.get("data")
-            elif kind == "forget":
-                chain.puts[record.get("id")] = None
-        return chain
 
     def load(self) -> Loaded:
         """Newest valid snapshot + the records after it (read-only)."""
@@ -401,16 +195,6 @@ class ExecutionLog:
                 chain.damage,
                 dict(chain.puts),
             )
-
-    def _unreadable(self, warnings: list[str]) -> str:
-        detail = f" ({'; '.join(w.split(';')[0] for w in warnings)})" if warnings else ""
-        return f"no readable checkpoint data in {self.dir}{detail}"
-
-    def _file_size(self, prefix: str, gen: int) -> int:
-        try:
-            return self._path(prefix, gen).stat().st_size
-        except FileNotFoundError:
-            return 0
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -661,34 +445,6 @@ class ExecutionLog:
                 continue
             refs |= stats.refs
         return out
-
-    def checkpoints(self) -> list[tuple[int, int]]:
-        """(number, generation) of every retained "ckpt" record that
-        load_generation(generation) can rebuild, oldest first."""
-        with self._mutex:
-            snaps, segs = self._scan()
-            out: list[tuple[int, int]] = []
-            cache: dict[str, bytes] = {}
-            reachable = False  # the state at the start of this generation is known
-            for gen in segs:
-                if not reachable or gen - 1 not in segs:
-                    reachable = gen == 0
-                if not reachable and gen in snaps:
-                    try:
-                        self._read_snapshot(gen, cache)
-                        reachable = True
-                    except _Bad:
-                        pass
-                if not reachable:
-                    continue
-                records: list[dict] = []
-                try:
-                    bad, _, trim_to = self._read_segment(gen, cache, _Gen(), records)
-                except OSError:
-                    bad, trim_to = (0, "unreadable"), None
-                out += [(r["n"], gen) for r in records if r.get("k") == "ckpt" and "n" in r]
-                reachable = bad is None and trim_to is None
-            return out
 
     def checkpoint_records(self) -> list[dict]:
         """Retained "ckpt" records, oldest first (for listing, not recovery)."""
