@@ -209,7 +209,8 @@ def test_a_damaged_snapshot_is_replaced_exactly_and_warned_about_once(
     os.chdir(reference_dir)
     assert main(reference_argv) == 0
     assert killed[1] + says(out) == says(capsys.readouterr().out)
-    assert err.count("snap-000001: bad checksum at offset 0") == 1, err
+    assert err.count("snap-000001:") == 1, err  # one warning, however many readers
+    assert "snap-000001: bad checksum at offset 0" in err
 
 
 def test_a_missing_log_exits_3_naming_the_folder(killed, tmp_path: Path, capsys) -> None:
