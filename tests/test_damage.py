@@ -2,8 +2,9 @@
 
 A run of examples/calls.pb is killed mid-way (a real SIGKILL, twice, with a
 compaction in between so that the newest generation has a snapshot and a
-log). Then single bytes of the newest snapshot and log are flipped, one at a
-time, and the same command is run again. It must either print exactly the
+log). Then single bytes of the newest snapshot and log are flipped (or three
+bytes cut out of a record inside them), one at a time, and the same command
+is run again. It must either print exactly the
 rest of the uninterrupted transcript (same ids) and exit 0, or exit 3 with a
 message naming the damaged file and the offset. Set PLAYBOOKS_TEST_EVERY_BYTE=1
 to flip every byte instead of a fixed sample.
@@ -112,28 +113,35 @@ def test_flipped_bytes_give_the_exact_run_or_exit_3(tmp_path: Path, capsys) -> N
     os.chdir(work)
     outcomes = {"exact": 0, "refused": 0, "wrong": 0}
     wrong: list[str] = []
+    cases = []
     for name in names:
         size = (pristine / name).stat().st_size
-        for offset in offsets(size):
-            shutil.rmtree(folder)
-            shutil.copytree(pristine, folder)
-            data = bytearray((folder / name).read_bytes())
+        cases += [(name, offset, "flip") for offset in offsets(size)]
+        # a torn record inside the file: 3 bytes cut out, the end left intact
+        cases += [(name, offset, "tear") for offset in range(0, size - 16, max(1, size // 12))]
+    for name, offset, how in cases:
+        shutil.rmtree(folder)
+        shutil.copytree(pristine, folder)
+        data = bytearray((folder / name).read_bytes())
+        if how == "flip":
             data[offset] ^= MASKS[offset % len(MASKS)]
-            (folder / name).write_bytes(bytes(data))
-            try:
-                code = main(argv)
-            except BaseException as error:  # a traceback is a wrong outcome too
-                code = f"raised {error!r}"
-            out, err = capsys.readouterr()
-            named = re.search(rf"{name}\b.*offset \d+", err) is not None
-            if code == 0 and shown + says(out) == reference:
-                outcomes["exact"] += 1
-            elif code == 3 and named and "Traceback" not in err:
-                outcomes["refused"] += 1
-            else:
-                outcomes["wrong"] += 1
-                wrong.append(f"{name}@{offset}: exit {code}: {err.strip()[-300:]}")
-    print(f"\nflipped bytes of {' and '.join(names)}: {outcomes}")
+        else:
+            del data[offset : offset + 3]
+        (folder / name).write_bytes(bytes(data))
+        try:
+            code = main(argv)
+        except Exception as error:  # a traceback is a wrong outcome too
+            code = f"raised {error!r}"
+        out, err = capsys.readouterr()
+        named = re.search(rf"{name}\b.*offset \d+", err) is not None
+        if code == 0 and shown + says(out) == reference:
+            outcomes["exact"] += 1
+        elif code == 3 and named and "Traceback" not in err:
+            outcomes["refused"] += 1
+        else:
+            outcomes["wrong"] += 1
+            wrong.append(f"{how} {name}@{offset}: exit {code}: {err.strip()[-300:]}")
+    print(f"\n{len(cases)} flipped bytes and torn records in {' and '.join(names)}: {outcomes}")
     assert outcomes["wrong"] == 0, wrong[:5]
     assert outcomes["exact"] > 0 and outcomes["refused"] > 0
 
