@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ class ChainReader:
 
     dir: Path
     blobs: BlobStore
+    _mutex: threading.RLock
 
     def _path(self, prefix: str, gen: int) -> Path:
         return self.dir / f"{prefix}{gen:06d}"
