@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume even if the program changed (never another program's execution)",
     )
+    common.add_argument(
+        "--accept-rollback",
+        action="store_true",
+        help="resume from the last good record when the checkpoint log is damaged "
+        "(effects after it may happen again)",
+    )
 
     run = sub.add_parser(
         "run",
@@ -210,6 +216,7 @@ def cmd_run(
         model=args.model,
         config=args.config,
         overrides=_overrides(args),
+        accept_rollback=args.accept_rollback,
     )
     return asyncio.run(Runner(config, options).run(program or args.program))
 

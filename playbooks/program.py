@@ -61,6 +61,7 @@ class RunOptions:
     model: str | None = None  # --model, when given: it overrides the recorded model
     config: str | None = None  # --config, when given: it overrides the recorded settings
     overrides: dict[str, Any] = field(default_factory=dict)  # flags, as load_config takes them
+    accept_rollback: bool = False  # resume past damaged records (effects may repeat)
 
 
 def new_execution_id(program_path: str) -> str:
@@ -269,7 +270,7 @@ class Runner:
         """Take ownership, then record a new execution or announce the resume."""
         manager = CheckpointManager(plan.execution_id, plan.provider)
         try:
-            state = manager.open()
+            state = manager.open(accept_rollback=self.options.accept_rollback)
         except logmod.StorageError as error:  # in use, or unreadable
             raise Refused(str(error)) from None
         self.manager = manager

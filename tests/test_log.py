@@ -149,14 +149,38 @@ def test_deleted_newest_snapshot_is_rebuilt_from_older_one(tmp_path) -> None:
     assert replay(loaded) == {"n": 16, "vars": {"x": 160}}
 
 
-def test_missing_newest_segment_is_fine(tmp_path) -> None:
+def test_a_snapshot_comes_with_its_segment_so_a_missing_segment_is_damage(tmp_path) -> None:
     log = ExecutionLog(tmp_path, "m")
     fill(log, 0, 3, {"n": -1, "vars": {}})
     log.write_snapshot({"n": 2, "vars": {"x": 20}})
     log.close()
+    assert (tmp_path / "m" / "log-000001").exists()  # created before the snapshot
     loaded = ExecutionLog(tmp_path, "m").load()
     assert loaded.snapshot == {"n": 2, "vars": {"x": 20}} and loaded.records == []
-    assert not loaded.rebuilt and not loaded.needs_snapshot
+    assert not loaded.rebuilt and not loaded.needs_snapshot and loaded.damage is None
+    (tmp_path / "m" / "log-000001").unlink()
+    loaded = ExecutionLog(tmp_path, "m").load()
+    assert loaded.needs_snapshot and loaded.damage is not None
+    assert loaded.damage.file == tmp_path / "m" / "log-000001" and loaded.damage.offset is None
+
+
+def test_an_empty_segment_without_its_snapshot_is_an_interrupted_snapshot(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "o")
+    fill(log, 0, 3, {"n": -1, "vars": {}})
+    log.close()
+    (tmp_path / "o" / "log-000001").touch()  # the crash came before the snapshot's rename
+    log = ExecutionLog(tmp_path, "o")
+    loaded = log.load()
+    assert [r["n"] for r in loaded.records] == [0, 1, 2]
+    assert not loaded.rebuilt and not loaded.needs_snapshot and not loaded.warnings
+    log.append(ckpt(3, x=30))
+    log.write_snapshot({"n": 3, "vars": {"x": 30}})
+    log.append(ckpt(4, x=40))
+    log.close()
+    loaded = ExecutionLog(tmp_path, "o").load()
+    assert loaded.snapshot == {"n": 3, "vars": {"x": 30}} and [r["n"] for r in loaded.records] == [
+        4
+    ]
 
 
 def test_nothing_readable_raises(tmp_path) -> None:
@@ -197,7 +221,7 @@ def test_retention_keeps_the_directory_bounded(tmp_path) -> None:
     assert peak_files <= 2 * 2, peak_files
     assert peak_bytes < 3 * 25 * 300, peak_bytes
     names = sorted(p.name for p in _files(log.dir))
-    assert names == ["log-000039", "snap-000039", "snap-000040"]
+    assert names == ["log-000039", "log-000040", "snap-000039", "snap-000040"]
     kept = log.checkpoint_records()
     assert len(kept) >= 10 and [r["n"] for r in kept] == list(range(1000 - len(kept), 1000))
     assert replay(ExecutionLog(tmp_path, "ret").load())["n"] == 999
@@ -295,7 +319,7 @@ def test_modes_listing_and_delete(tmp_path) -> None:
     assert stat.S_IMODE((tmp_path / "p").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "p" / "blobs").stat().st_mode) == 0o700
     files = _files(tmp_path / "p")
-    assert len(files) == 5  # lock, meta, snapshot, segment, one blob
+    assert len(files) == 6  # lock, meta, snapshot, two segments, one blob
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert log.read_meta() == {"program": "x.pb"}
@@ -304,6 +328,16 @@ def test_modes_listing_and_delete(tmp_path) -> None:
     assert list_executions(tmp_path) == ["p"]
     delete_execution(tmp_path, "p")
     assert list_executions(tmp_path) == [] and not (tmp_path / "p").exists()
+
+
+def test_the_base_directory_it_creates_is_private(tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        ExecutionLog(tmp_path / "made" / "base", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "made" / "base").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "made" / "base" / "x").stat().st_mode) == 0o700
 
 
 def test_leftovers_of_an_interrupted_snapshot_are_ignored_then_removed(tmp_path) -> None:
@@ -359,3 +393,54 @@ def test_gc_trims_retains_and_skips_owned_executions(tmp_path) -> None:
     assert names == ["log-000004", "log-000005", "snap-000004", "snap-000005"]
     loaded = ExecutionLog(tmp_path, "a").load()
     assert replay(loaded) == {"n": 20, "vars": {"x": 200}} and not loaded.warnings
+
+
+def test_damage_names_file_offset_and_the_records_past_it(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "d")
+    log.append({"k": "turn", "f": "main", "t": 0, "llm": True})
+    say = {"id": "main/0.1.0", "text": "hello"}
+    log.append({"k": "await", "f": "main", "t": 0, "i": 1, "q": 0, "ok": None, "ev": {"say": say}})
+    log.append({"k": "await", "f": "main", "t": 0, "i": 2, "q": 0, "ok": 5})
+    log.append({"k": "turn", "f": "main", "t": 1, "llm": True})
+    log.close()
+    seg = tmp_path / "d" / "log-000000"
+    data = bytearray(seg.read_bytes())
+    offset = read_records(bytes(data)).offsets[1]
+    data[offset + HEADER_SIZE + 5] ^= 0x01  # the record of the message shown
+    seg.write_bytes(bytes(data))
+    loaded = ExecutionLog(tmp_path, "d").load()
+    assert [r["k"] for r in loaded.records] == ["turn"] and loaded.needs_snapshot
+    damage = loaded.damage
+    assert (damage.file, damage.offset, damage.reason) == (seg, offset, "bad checksum")
+    assert [r["k"] for r in damage.lost] == ["await", "turn"]  # read past the damage
+    effects = damage.effects()
+    assert "2 later readable record(s)" in effects and "call main/0.2.0" in effects
+    assert "LLM call of main turn 1" in effects and "the damaged record" in effects
+
+
+def test_a_torn_tail_before_a_later_generation_is_damage(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "tt", keep_last_n=100)
+    fill(log, 0, 3, {"n": -1, "vars": {}})
+    log.write_snapshot({"n": 2, "vars": {"x": 20}})
+    fill(log, 3, 5, {"n": 2, "vars": {"x": 20}})
+    log.close()
+    (tmp_path / "tt" / "snap-000001").unlink()  # recovery must replay log-000000 in full
+    seg0 = tmp_path / "tt" / "log-000000"
+    os.truncate(seg0, seg0.stat().st_size - 3)
+    loaded = ExecutionLog(tmp_path, "tt").load()
+    assert loaded.damage is not None and loaded.damage.file == seg0
+    assert [r["n"] for r in loaded.records] == [0, 1]  # never 0, 1, 3, 4
+    assert [r["n"] for r in loaded.damage.lost] == [3, 4]
+
+
+def test_log_files_gone_with_the_folder_kept_is_damage(tmp_path) -> None:
+    log = ExecutionLog(tmp_path, "gone")
+    fill(log, 0, 3, {"n": -1, "vars": {}})
+    log.write_meta({"program": "x.pb"})
+    log.close()
+    (tmp_path / "gone" / "log-000000").unlink()
+    loaded = ExecutionLog(tmp_path, "gone").load()
+    assert loaded.damage is not None and loaded.damage.file == tmp_path / "gone"
+    assert loaded.needs_snapshot and "missing" in loaded.warnings[0]
+    # a folder that was never started (no meta.json) is simply new
+    assert ExecutionLog(tmp_path, "new").load().damage is None

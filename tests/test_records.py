@@ -115,3 +115,34 @@ def test_future_version_stops_with_a_clear_warning() -> None:
 def test_garbage_is_corruption_not_a_torn_tail() -> None:
     res = read_records(encode_record(b"ok") + b"not a record at all", "log-000001")
     assert res.payloads == [b"ok"] and not res.torn and res.warning is not None
+
+
+def test_a_complete_final_record_with_a_bad_checksum_is_damage_not_a_torn_tail() -> None:
+    blob, ends = _frame([b'{"k":"one"}', b'{"k":"two"}'])
+    for pos in (ends[0] + 9, ends[0] + HEADER_SIZE + 3, len(blob) - 1):  # crc, payload, last byte
+        damaged = bytearray(blob)
+        damaged[pos] ^= 0x04
+        res = read_records(bytes(damaged), "log-000002")
+        assert res.payloads == [b'{"k":"one"}'] and not res.torn
+        assert res.warning == (
+            f"log-000002: bad checksum at offset {ends[0]}; recovery stops at the last good record"
+        )
+
+
+def test_a_final_record_whose_length_grew_is_damage_not_a_torn_tail() -> None:
+    blob, ends = _frame([b'{"k":"one"}', b'{"k":"two"}'])
+    damaged = bytearray(blob)
+    damaged[ends[0] + 4] += 7  # the declared length now runs past the end of the file
+    res = read_records(bytes(damaged), "log-000002")
+    assert res.payloads == [b'{"k":"one"}'] and not res.torn
+    assert res.warning is not None and f"offset {ends[0]}" in res.warning
+    # a write that really stopped short of its declared length is still a torn tail
+    res = read_records(blob[:-3], "log-000002")
+    assert res.payloads == [b'{"k":"one"}'] and res.torn and res.warning is None
+
+
+def test_a_final_record_the_filesystem_zero_filled_is_a_torn_tail() -> None:
+    blob, ends = _frame([b'{"k":"one"}', b'{"k":"two"}'])
+    zeroed = blob[: ends[0] + HEADER_SIZE] + bytes(len(blob) - ends[0] - HEADER_SIZE)
+    res = read_records(zeroed, "log-000002")
+    assert res.payloads == [b'{"k":"one"}'] and res.torn and res.warning is None

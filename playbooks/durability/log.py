@@ -2,7 +2,8 @@
 
 Layout of <base>/<execution_id>/ (0700, files 0600):
   snap-GGGGGG   compacted state that starts generation G (written atomically)
-  log-GGGGGG    records appended after snapshot G (generation 0 has no snapshot)
+  log-GGGGGG    records appended after snapshot G (generation 0 has no snapshot);
+                created before its snapshot, so a snapshot without it means it was lost
   blobs/        large values, stored once by content hash
   meta.json     small metadata for listing
   lock          owner lock (flock), holds the owner's pid
@@ -10,7 +11,9 @@ Layout of <base>/<execution_id>/ (0700, files 0600):
 Recovery reads the newest valid snapshot plus the records after it, so its cost
 is bounded by the snapshot policy, not by the length of the history. Retention
 keeps at least two generations so that a lost newest snapshot can be rebuilt
-from the previous one and the log.
+from the previous one and the log. Damage that stops recovery before the end
+of what was written is reported (``Loaded.damage``), never silently skipped:
+the owner refuses it unless told to roll back (see CheckpointManager.open).
 """
 
 from __future__ import annotations
@@ -20,32 +23,37 @@ import os
 import re
 import shutil
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from playbooks.durability.blobs import (
     INLINE_MAX,
     BlobStore,
-    MissingBlob,
     dumps,
     fsync_dir,
     loads,
     write_atomic,
 )
-from playbooks.durability.records import encode_record, read_records
+from playbooks.durability.chain import (
+    _FILE,
+    _MARKERS,
+    SEG,
+    SNAP,
+    ChainReader,
+    DamagedLog,
+    Loaded,
+    StorageError,
+    _Bad,
+    _Gen,
+)
+from playbooks.durability.damage import Damage
+from playbooks.durability.records import encode_record
 
-SNAP = "snap-"
-SEG = "log-"
+__all__ = ["DamagedLog", "ExecutionLocked", "ExecutionLog", "Loaded", "StorageError"]
+
 MIN_SNAPSHOT_GAP = 16 * 1024
-#: Byte patterns of the keys externalize() writes; a payload without them needs no resolve().
-_MARKERS = re.compile(rb'"(?:__blob__|__chunks__|__esc__)"')
 SNAPSHOT_FORMAT = 1
-_FILE = re.compile(r"(snap|log)-(\d{6,})")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
-
-class StorageError(Exception):
-    """Checkpoint storage cannot do what was asked (one clear line)."""
 
 
 class ExecutionLocked(StorageError):
@@ -62,29 +70,20 @@ def validate_execution_id(execution_id: str) -> str:
     return execution_id
 
 
-@dataclass
-class Loaded:
-    snapshot: dict | None
-    records: list[dict]
-    generation: int
-    warnings: list[str]
-    rebuilt: bool
-    needs_snapshot: bool = False  # append is refused until write_snapshot()
+#: Logs owned (locked) by this process, by folder: the saver protocol writes
+#: through the owner instead of opening a second writer on the same files.
+_OWNERS: dict[str, ExecutionLog] = {}
+_OWNERS_LOCK = threading.Lock()
 
 
-@dataclass
-class _Gen:
-    """What retention needs to know about one generation."""
-
-    ckpts: int = 0
-    refs: set[str] = field(default_factory=set)
-
-
-class _Bad(Exception):
-    pass
+def owner_in_process(base_path: str | Path, execution_id: str) -> ExecutionLog | None:
+    """The log of this process that owns the execution, if one does."""
+    key = os.path.realpath(Path(base_path) / validate_execution_id(execution_id))
+    with _OWNERS_LOCK:
+        return _OWNERS.get(key)
 
 
-class ExecutionLog:
+class ExecutionLog(ChainReader):
     """Storage of one execution; one owner appends, anyone may load."""
 
     def __init__(
@@ -102,7 +101,8 @@ class ExecutionLog:
         self.fsync = fsync
         self.keep_last_n = max(0, keep_last_n)
         if create:
-            self.base.mkdir(parents=True, exist_ok=True)
+            if not self.base.is_dir():  # ours: private (parents keep the umask)
+                self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 os.mkdir(self.dir, 0o700)
             except FileExistsError:
@@ -121,25 +121,10 @@ class ExecutionLog:
         self._snap_size = 0
         self._needs_snapshot = False
         self._stats: dict[int, _Gen] = {}
+        self._puts: dict[str, Any] = {}
         self._lock_fd: int | None = None
 
     # ------------------------------------------------------------ files
-
-    def _path(self, prefix: str, gen: int) -> Path:
-        return self.dir / f"{prefix}{gen:06d}"
-
-    def _scan(self) -> tuple[list[int], list[int]]:
-        snaps: list[int] = []
-        segs: list[int] = []
-        try:
-            names = os.listdir(self.dir)
-        except FileNotFoundError:
-            names = []
-        for name in names:
-            m = _FILE.fullmatch(name)
-            if m:
-                (snaps if m.group(1) == "snap" else segs).append(int(m.group(2)))
-        return sorted(snaps), sorted(segs)
 
     def _close_segment(self) -> None:
         if self._fd is not None:
@@ -147,54 +132,6 @@ class ExecutionLog:
             self._fd = None
 
     # ------------------------------------------------------------ reading
-
-    def _read_snapshot(self, gen: int, cache: dict) -> tuple[dict, dict, set[str]]:
-        name = f"{SNAP}{gen:06d}"
-        try:
-            data = self._path(SNAP, gen).read_bytes()
-        except OSError as exc:
-            raise _Bad(f"{name}: unreadable ({exc.strerror})") from None
-        rr = read_records(data, name)
-        if rr.warning:
-            raise _Bad(rr.warning.split(";")[0])
-        if len(rr.payloads) != 1 or rr.valid_end != len(data):
-            raise _Bad(f"{name}: incomplete snapshot")
-        refs: set[str] = set()
-        try:
-            obj = loads(rr.payloads[0])
-            if obj.get("gen") != gen or not isinstance(obj.get("state"), dict):
-                raise ValueError("unexpected content")
-            state = self.blobs.resolve(obj["state"], refs, cache)
-        except (ValueError, AttributeError, MissingBlob) as exc:
-            raise _Bad(f"{name}: unreadable snapshot ({exc})") from None
-        history = obj.get("history")
-        return state, history if isinstance(history, dict) else {}, refs
-
-    def _read_segment(
-        self, gen: int, cache: dict, stats: _Gen, out: list[dict]
-    ) -> tuple[str | None, int, int | None]:
-        """Append the segment's valid records to out: (warning, bytes, trim_to)."""
-        name = f"{SEG}{gen:06d}"
-        data = self._path(SEG, gen).read_bytes()
-        rr = read_records(data, name)
-        for payload, offset in zip(rr.payloads, rr.offsets, strict=True):
-            try:
-                record = loads(payload)
-                if _MARKERS.search(payload):  # most records hold no reference: skip the walk
-                    record = self.blobs.resolve(record, stats.refs, cache)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-            except (ValueError, MissingBlob) as exc:
-                return (
-                    f"{name}: unreadable record at offset {offset} ({exc}); "
-                    "recovery stops at the last good record",
-                    offset,
-                    None,
-                )
-            out.append(record)
-            if record.get("k") == "ckpt":
-                stats.ckpts += 1
-        return rr.warning, rr.valid_end, rr.valid_end if rr.torn else None
 
     def load(self) -> Loaded:
         """Newest valid snapshot + the records after it (read-only)."""
@@ -205,80 +142,59 @@ class ExecutionLog:
             snaps, segs = self._scan()
             if not snaps and not segs:
                 self._gen, self._appended, self._snap_size = 0, 0, 0
+                self._stats, self._puts = {}, {}
                 self._needs_snapshot = False
-                self._stats = {}
+                if (self.dir / "meta.json").exists():  # started once: its log was removed
+                    self._needs_snapshot = True
+                    reason = "no readable log: its log files are missing (meta.json is there)"
+                    damage = Damage(self.dir, None, reason)
+                    warning = f"{self.dir}: {reason}"
+                    return Loaded(None, [], 0, [warning], False, True, damage)
                 return Loaded(None, [], 0, [], False)
-            newest = max(snaps + segs)
-            warnings: list[str] = []
-            cache: dict[str, bytes] = {}
-            base: int | None = None
-            state: dict | None = None
-            history: dict = {}
-            refs: set[str] = set()
-            for gen in reversed(snaps):
-                try:
-                    state, history, refs = self._read_snapshot(gen, cache)
-                except _Bad as exc:
-                    warnings.append(f"{exc}; falling back to an older snapshot and the log")
-                    continue
-                base = gen
-                break
             self._needs_snapshot = True  # until this load succeeds
-            if base is None:
-                if 0 not in segs:
-                    raise StorageError(self._unreadable(warnings))
-                base = 0
-            stats: dict[int, _Gen] = {}
-            for key, info in history.items():
-                try:
-                    stats[int(key)] = _Gen(int(info["ckpts"]), set(info["refs"]))
-                except (ValueError, TypeError, KeyError):
-                    continue
-            stats[base] = _Gen(0, refs)
-            records: list[dict] = []
-            broken = False
-            appended = 0
-            for gen in range(base, newest + 1):
-                if gen not in segs:
-                    if gen != newest:
-                        warnings.append(
-                            f"{SEG}{gen:06d}: missing; recovery stops at generation {gen}"
-                        )
-                        broken = True
-                        break
-                    continue
-                try:
-                    warning, size, trim_to = self._read_segment(
-                        gen, cache, stats.setdefault(gen, _Gen()), records
-                    )
-                except OSError as exc:
-                    warning, size, trim_to = f"{SEG}{gen:06d}: unreadable ({exc.strerror})", 0, None
-                appended += size
-                if warning:
-                    warnings.append(warning)
-                    broken = True
-                    break
-                if gen == newest:
-                    self._trim_to = trim_to
-            if state is None and not records and broken:
-                raise StorageError(self._unreadable(warnings))
-            rebuilt = base != newest
+            chain = self._read_chain()
+            assert chain.base is not None
+            if chain.snapshot is None and not chain.records and chain.damage is not None:
+                raise DamagedLog(self._unreadable(chain.warnings), chain.damage)
+            newest = max(snaps + segs)
+            rebuilt = chain.base != newest
             self._gen = newest
-            self._stats = stats
-            self._appended = appended
-            self._snap_size = self._file_size(SNAP, base) if base in snaps else 0
-            self._needs_snapshot = broken or rebuilt
-            return Loaded(state, records, base, warnings, rebuilt, self._needs_snapshot)
+            self._stats = chain.stats
+            self._puts = chain.puts
+            self._appended = chain.appended
+            self._trim_to = chain.trim_to
+            self._snap_size = self._file_size(SNAP, chain.base) if chain.base in snaps else 0
+            self._needs_snapshot = chain.damage is not None or rebuilt
+            return Loaded(
+                chain.snapshot,
+                chain.records,
+                chain.base,
+                chain.warnings,
+                rebuilt,
+                self._needs_snapshot,
+                chain.damage,
+                dict(chain.puts),
+            )
 
-    def _unreadable(self, warnings: list[str]) -> str:
-        detail = f" ({'; '.join(w.split(';')[0] for w in warnings)})" if warnings else ""
-        return f"no readable checkpoint data in {self.dir}{detail}"
-
-    def _file_size(self, prefix: str, gen: int) -> int:
-        try:
-            return self._path(prefix, gen).stat().st_size
-        except FileNotFoundError:
-            return 0
+    def load_generation(self, gen: int) -> Loaded:
+        """What recovery would have read when ``gen`` was the newest generation
+        (for loading an older checkpoint; read-only, changes nothing)."""
+        with self._mutex:
+            snaps, segs = self._scan()
+            if not snaps and not segs:
+                return Loaded(None, [], 0, [], False)
+            chain = self._read_chain(gen)
+            assert chain.base is not None
+            return Loaded(
+                chain.snapshot,
+                chain.records,
+                chain.base,
+                chain.warnings,
+                chain.base != gen,
+                chain.damage is not None,
+                chain.damage,
+                dict(chain.puts),
+            )
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -331,8 +247,13 @@ class ExecutionLog:
             self._appended += len(frame)
             stats = self._stats.setdefault(self._gen, _Gen())
             stats.refs |= refs
-            if record.get("k") == "ckpt":
+            kind = record.get("k")
+            if kind == "ckpt":
                 stats.ckpts += 1
+            elif kind == "put":
+                self._puts[record["id"]] = record.get("data")
+            elif kind == "forget":
+                self._puts[record["id"]] = None  # remembered, so compaction keeps it forgotten
             if sync and self.fsync:
                 os.fdatasync(fd)
 
@@ -367,33 +288,59 @@ class ExecutionLog:
             snaps, segs = self._scan()
             new = max(snaps + segs + [self._gen]) + 1
             ext, refs = self.blobs.externalize(state)
+            payload = {"format": SNAPSHOT_FORMAT, "gen": new, "state": ext}
+            if self._puts:  # saver-protocol checkpoints outlive the records that stored them
+                payload["puts"], more = self.blobs.externalize(self._puts)
+                refs |= more
             self._stats[new] = _Gen(0, set(refs))
             present = sorted(set(snaps) | set(segs) | {new})
             doomed = self._victims(present)
-            history = {
+            payload["history"] = {
                 str(g): {"ckpts": s.ckpts, "refs": sorted(s.refs)}
                 for g, s in sorted(self._stats.items())
                 if g < new and g in present and g not in doomed
             }
-            payload = {"format": SNAPSHOT_FORMAT, "gen": new, "state": ext, "history": history}
             data = encode_record(dumps(payload))
-            write_atomic(self._path(SNAP, new), data, self.fsync)
+            # The segment exists before its snapshot does, so that a snapshot
+            # without its segment means the segment was lost, not never written.
+            fd = os.open(self._path(SEG, new), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                if self.fsync:
+                    fsync_dir(self.dir)
+                write_atomic(self._path(SNAP, new), data, self.fsync)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd, self._seg_size = fd, os.fstat(fd).st_size
             self._gen = new
             self._appended = 0
             self._snap_size = len(data)
             self._needs_snapshot = False
             self._drop(doomed)
 
+    def retain(self, keep_last_n: int | None = None) -> int:
+        """Apply retention now (the owner, or a holder of the lock); returns the
+        number of generations removed. Nothing goes while damage is unrepaired."""
+        with self._mutex:
+            self._ensure_loaded()
+            if self._needs_snapshot:
+                return 0
+            snaps, segs = self._scan()
+            doomed = self._victims(sorted(set(snaps) | set(segs)), keep_last_n)
+            self._drop(doomed)
+            return len(doomed)
+
     # ------------------------------------------------------------ retention
 
-    def _victims(self, present: list[int]) -> list[int]:
+    def _victims(self, present: list[int], keep_last_n: int | None = None) -> list[int]:
         """Oldest generations that can go: the rest still hold keep_last_n
         checkpoints and at least two generations remain."""
+        keep = self.keep_last_n if keep_last_n is None else max(0, keep_last_n)
         kept = list(present)
         doomed: list[int] = []
         while len(kept) > 2:
             held = sum(self._stats.get(g, _Gen()).ckpts for g in kept[1:])
-            if held < self.keep_last_n:
+            if held < keep:
                 break
             doomed.append(kept.pop(0))
         return doomed
@@ -448,6 +395,8 @@ class ExecutionLog:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self._lock_fd = fd
+            with _OWNERS_LOCK:
+                _OWNERS[os.path.realpath(self.dir)] = self
             self._remove_tmp()
 
     def _remove_tmp(self) -> int:
@@ -465,6 +414,10 @@ class ExecutionLog:
                 os.fdatasync(self._fd)
             self._close_segment()
             if self._lock_fd is not None:
+                with _OWNERS_LOCK:
+                    key = os.path.realpath(self.dir)
+                    if _OWNERS.get(key) is self:
+                        del _OWNERS[key]
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = None
 
@@ -568,10 +521,7 @@ def gc(base_path: str | Path, *, keep_last_n: int, only: str | None = None) -> d
                 os.truncate(log._path(SEG, log._gen), log._trim_to)
                 log._trim_to = None
                 counts["torn_tails_trimmed"] += 1
-            snaps, segs = log._scan()
-            doomed = log._victims(sorted(set(snaps) | set(segs)))
-            log._drop(doomed)
-            counts["generations_removed"] += len(doomed)
+            counts["generations_removed"] += log.retain()
             used = log.referenced_blobs()
             for sha in sorted(log.blobs.names() - used):
                 log.blobs.remove(sha)

@@ -22,6 +22,7 @@ from typing import Any
 from . import log as logmod
 from . import serialization
 from .errors import decode_error, encode_error
+from .damage import refusal
 from .provider import FilesystemCheckpointProvider
 from .state import ExecutionState, FrameState, call_key
 from .varcache import VariableCache
@@ -44,6 +45,7 @@ def _crash_plan() -> tuple[str, int, str] | None:
 
 _CRASH = _crash_plan()
 _seen: dict[str, int] = {}
+_LOGGED: set[tuple[str, str]] = set()  # storage warnings this process printed
 
 
 def _crash_point(kind: str, phase: str) -> None:
@@ -82,26 +84,32 @@ class CheckpointManager:
     def checkpoint_counter(self) -> int:
         return self.open().counter
 
-    def open(self, *, lock: bool = True) -> ExecutionState:
-        """Load (or create) the execution and take ownership of it."""
+    def open(self, *, lock: bool = True, accept_rollback: bool = False) -> ExecutionState:
+        """Load (or create) the execution and take ownership of it.
+
+        Damage that makes recovery stop before the end of what was written is
+        refused with :class:`~.log.DamagedLog` (file, offset, the effects that
+        may repeat) unless ``accept_rollback``: then recovery goes on from the
+        last good record, and those effects may happen again."""
         if self.state is not None and self._log is not None:
             return self.state
         log = self.provider.open_log(self.execution_id)
-        if lock:
-            try:
-                log.lock()
-            except logmod.ExecutionLocked:
-                if not _held_by_this_process(log):
-                    log.close()
-                    raise
-        loaded = log.load()
+        try:
+            if lock:
+                log.lock()  # ExecutionLocked while a live process owns it, this one too
+            loaded = log.load()
+            if loaded.damage is not None and not accept_rollback:
+                raise logmod.DamagedLog(refusal(self.execution_id, loaded.damage), loaded.damage)
+        except BaseException:
+            log.close()
+            raise
         state = self._state_from(loaded)
-        if getattr(loaded, "needs_snapshot", False) or loaded.rebuilt:
+        if loaded.needs_snapshot or loaded.rebuilt:
             log.write_snapshot(state.to_snapshot())
         self._log, self.state = log, state
         return state
 
-    def _state_from(self, loaded: logmod.Loaded) -> ExecutionState:
+    def _state_from(self, loaded: logmod.Loaded, *, quiet: bool = False) -> ExecutionState:
         state = (
             ExecutionState.from_snapshot(loaded.snapshot) if loaded.snapshot else ExecutionState()
         )
@@ -109,20 +117,28 @@ class CheckpointManager:
             state.apply(record)
         state.execution_id = self.execution_id
         for warning in loaded.warnings:
-            self._warn(warning)
+            self._warn(warning, quiet=quiet)
         return state
 
     def read_state(self) -> ExecutionState | None:
-        """The durable state, without taking ownership (for inspection)."""
+        """The durable state, without taking ownership (for inspection).
+
+        Warnings about damage are collected in ``warnings``, not printed: the
+        process that opens the execution reports them, once. An execution whose
+        log files are gone altogether raises DamagedLog naming its folder."""
         if self.state is not None:
             return self.state
         if self.execution_id not in self.provider.list_executions():
             return None
         log = self.provider.open_log(self.execution_id, create=False)
         try:
-            return self._state_from(log.load())
+            loaded = log.load()
         finally:
             log.close()
+        damage = loaded.damage
+        if damage is not None and damage.file == log.dir:
+            raise logmod.DamagedLog(refusal(self.execution_id, damage), damage)
+        return self._state_from(loaded, quiet=True)
 
     def barrier(self) -> None:
         """Make every record so far durable: called before any effect."""
@@ -142,10 +158,13 @@ class CheckpointManager:
             self._log.close()
         self._log = None
 
-    def _warn(self, message: str) -> None:
+    def _warn(self, message: str, *, quiet: bool = False) -> None:
         if message not in self._warned:
             self._warned.add(message)
             self.warnings.append(message)
+        key = (self.execution_id, message)
+        if not quiet and key not in _LOGGED:  # once per process, however many readers
+            _LOGGED.add(key)
             logger.warning(message)
 
     def _append(self, record: dict, *, sync: bool = False) -> None:
@@ -363,15 +382,6 @@ class CheckpointManager:
 
     async def cleanup_old_checkpoints(self, keep_last_n: int = 10) -> int:
         return await self.provider.cleanup_old_checkpoints(self.execution_id, keep_last_n)
-
-
-def _held_by_this_process(log: logmod.ExecutionLog) -> bool:
-    """A second manager in the same process (a test resuming in-process) may write."""
-    try:
-        pid = (log.directory / "lock").read_text().strip()
-    except (OSError, AttributeError):
-        return False
-    return pid == str(os.getpid())
 
 
 def frame_view(frame: FrameState) -> dict[str, Any]:

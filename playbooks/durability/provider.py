@@ -8,6 +8,8 @@ saver protocol (save / load / list / delete / cleanup) built on that log.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,33 @@ class FilesystemCheckpointProvider:
         return self.open_log(execution_id, create=False).read_meta()
 
     # -- the saver protocol ------------------------------------------------
+    # One storage story: these methods read and write the execution's own log,
+    # the one the runtime appends to. Writes go through the owner: the log this
+    # process already holds the lock on, or the lock taken for the call (a
+    # live owner in another process refuses it with ExecutionLocked).
+
+    @contextmanager
+    def _writer(self, execution_id: str, *, create: bool = False) -> Iterator[logmod.ExecutionLog]:
+        owner = logmod.owner_in_process(self.base_path, execution_id)
+        if owner is not None:
+            yield owner
+            return
+        log = self.open_log(execution_id, create=create)
+        try:
+            log.lock()
+            loaded = log.load()
+            if loaded.damage is not None:
+                raise logmod.DamagedLog(
+                    f"execution {execution_id}: {loaded.damage.where()}; "
+                    "resume it (see --accept-rollback) before changing its checkpoints",
+                    loaded.damage,
+                )
+            if loaded.needs_snapshot:  # rebuilt from an older snapshot: make it current
+                log.write_snapshot(replay_until(loaded, None).to_snapshot())
+            yield log
+        finally:
+            log.close()
+
     async def save_checkpoint(
         self,
         checkpoint_id: str,
@@ -73,7 +102,8 @@ class FilesystemCheckpointProvider:
         namespace: dict[str, Any],
         metadata: dict[str, Any],
     ) -> None:
-        """Store a whole checkpoint given by the caller (the runtime writes deltas instead)."""
+        """Store a whole checkpoint given by the caller (the runtime writes deltas
+        instead); it is carried into every snapshot, so compaction keeps it."""
         execution_id, _ = split_checkpoint_id(checkpoint_id)
         data = {
             "checkpoint_id": checkpoint_id,
@@ -81,72 +111,61 @@ class FilesystemCheckpointProvider:
             "namespace": namespace,
             "metadata": metadata,
         }
-        log = self.open_log(execution_id)
-        log.load()
-        log.append(
-            {
-                "k": "put",
-                "id": checkpoint_id,
-                "data": serialization.encode(data, "$checkpoint", **self.codec()),
-            },
-            sync=True,
-        )
-        log.close()
+        encoded = serialization.encode(data, "$checkpoint", **self.codec())
+        with self._writer(execution_id, create=True) as log:
+            log.append({"k": "put", "id": checkpoint_id, "data": encoded}, sync=True)
 
     async def load_checkpoint(self, checkpoint_id: str) -> dict[str, Any] | None:
+        """Any id list_checkpoints gives: a saved checkpoint, or the runtime's
+        state right after checkpoint N, rebuilt from the generation that holds it."""
         execution_id, number = split_checkpoint_id(checkpoint_id)
-        log = self.open_log(execution_id, create=False)
-        loaded = log.load()
-        found = None
-        for record in loaded.records:
-            if record.get("k") == "put" and record.get("id") == checkpoint_id:
-                found = serialization.decode(record["data"], **self.codec())
-            elif record.get("k") == "forget" and record.get("id") == checkpoint_id:
-                found = None
-        if found is not None:
-            return found
-        from .manager import checkpoint_view  # late: manager builds on this module
-
-        state = replay_until(loaded, number)
+        reader = self.open_log(execution_id, create=False)
+        puts = reader.load().puts
+        if checkpoint_id in puts:
+            data = puts[checkpoint_id]
+            return None if data is None else serialization.decode(data, **self.codec())
+        gen = dict(reader.checkpoints()).get(number)
+        if gen is None:
+            return None
+        state = replay_until(reader.load_generation(gen), number)
         if state is None:
             return None
+        from .manager import checkpoint_view  # late: manager builds on this module
+
         return checkpoint_view(state, execution_id, **self.codec())
 
     async def list_checkpoints(self, execution_id: str) -> list[str]:
-        log = self.open_log(execution_id, create=False)
-        ids: list[str] = []
-        forgotten: set[str] = set()
-        for record in log.checkpoint_records():
-            ids.append(f"{execution_id}_ckpt_{record['n']}")
-        for record in log.load().records:
-            if record.get("k") == "put":
-                ids.append(record["id"])
-            elif record.get("k") == "forget":
-                forgotten.add(record["id"])
-        return [i for i in ids if i not in forgotten]
+        """Every id load_checkpoint can load, oldest runtime checkpoint first."""
+        reader = self.open_log(execution_id, create=False)
+        puts = reader.load().puts
+        ids = [f"{execution_id}_ckpt_{n}" for n, _ in reader.checkpoints()]
+        ids = [i for i in ids if i not in puts]
+        return ids + [i for i, data in puts.items() if data is not None]
 
     async def delete_checkpoint(self, checkpoint_id: str) -> None:
         """Records are append-only: a deleted checkpoint is marked as forgotten."""
         execution_id, _ = split_checkpoint_id(checkpoint_id)
-        log = self.open_log(execution_id, create=False)
-        log.load()
-        log.append({"k": "forget", "id": checkpoint_id}, sync=True)
-        log.close()
+        with self._writer(execution_id) as log:
+            log.append({"k": "forget", "id": checkpoint_id}, sync=True)
 
     async def cleanup_old_checkpoints(self, execution_id: str, keep_last_n: int = 10) -> int:
+        """Drop the oldest generations that keep_last_n newer checkpoints make
+        unneeded; works while the execution is open. Returns how many ids went."""
         before = len(await self.list_checkpoints(execution_id))
-        logmod.gc(self.base_path, keep_last_n=keep_last_n, only=execution_id)
+        with self._writer(execution_id) as log:
+            log.retain(keep_last_n)
         after = len(await self.list_checkpoints(execution_id))
         return max(0, before - after)
 
 
-def replay_until(loaded: logmod.Loaded, counter: int) -> ExecutionState | None:
-    """The state right after checkpoint ``counter`` (None if it is not retained)."""
+def replay_until(loaded: logmod.Loaded, counter: int | None) -> ExecutionState | None:
+    """The state right after checkpoint ``counter`` (None if it is not in
+    ``loaded``); with counter None, the state at the end of ``loaded``."""
     state = ExecutionState.from_snapshot(loaded.snapshot) if loaded.snapshot else ExecutionState()
-    if state.counter == counter:
+    if counter is not None and state.counter == counter:
         return state
     for record in loaded.records:
         state.apply(record)
-        if record.get("k") == "ckpt" and record["n"] == counter:
+        if counter is not None and record.get("k") == "ckpt" and record["n"] == counter:
             return state
-    return None
+    return state if counter is None else None

@@ -1,8 +1,10 @@
 """Record framing for append-only files.
 
 Every record carries its length and a CRC32 so that a reader can tell a torn
-tail (the process died in the middle of a write: ignore it) from corruption in
-the middle of a file (report it, never load it).
+tail (the file ends short of the last record's declared length: the process
+died in the middle of a write, ignore it) from damage (report it, never load
+it): a bad record anywhere but that tail, including a full-length final
+record whose CRC fails.
 
 Header (12 bytes): magic (2) | version (1) | flags (1) | length (4, LE) | crc32 (4, LE).
 The CRC covers the first 8 header bytes and the payload as stored, so a flipped
@@ -22,6 +24,10 @@ KNOWN_FLAGS = FLAG_ZLIB
 COMPRESS_OVER = 1024
 HEADER = struct.Struct("<2sBBII")
 HEADER_SIZE = HEADER.size  # 12
+#: A final record ending in this many zero bytes was cut short by the filesystem
+#: (size extended, data never written: power loss), not damaged later. JSON
+#: never ends in NUL and a zlib stream ends in its checksum.
+ZERO_TAIL = 4
 
 
 class CorruptRecord(Exception):
@@ -84,6 +90,14 @@ def _check(data: bytes, pos: int) -> tuple[bytes | None, str]:
     return stored, ""
 
 
+def _whole_with_bad_length(data: bytes, pos: int) -> bool:
+    """Do the bytes from pos to the end form a complete record whose length
+    field alone was changed? (A torn write never passes this CRC.)"""
+    stored = data[pos + HEADER_SIZE :]
+    head8 = data[pos : pos + 4] + struct.pack("<I", len(stored))
+    return _crc(head8, stored) == HEADER.unpack_from(data, pos)[4]
+
+
 def _valid_record_after(data: bytes, start: int) -> bool:
     """Is there a complete, valid record somewhere after start? (Tells a torn
     tail from a corrupted length field with good data behind it.)"""
@@ -114,11 +128,18 @@ def read_records(data: bytes, name: str = "<log>") -> ReadResult:
         if reason == "short":
             torn = rest.startswith(MAGIC[: len(rest)]) or not rest.strip(b"\0")
         elif reason == "beyond":
-            torn = not _valid_record_after(data, pos + 1)
+            # short of its declared length: torn, unless the bytes are a whole
+            # record whose length field alone was damaged
+            torn = not _whole_with_bad_length(data, pos) and not _valid_record_after(data, pos + 1)
         elif reason == "bad checksum":
+            # a full-length final record whose CRC fails is damage; only a tail
+            # the filesystem zero-filled after a crash counts as torn
             end = pos + HEADER_SIZE + HEADER.unpack_from(data, pos)[3]
-            # the final record, with nothing valid hidden behind a damaged length
-            torn = end == size and not _valid_record_after(data, pos + 1)
+            torn = (
+                end == size
+                and data[end - ZERO_TAIL : end] == bytes(ZERO_TAIL)
+                and not _valid_record_after(data, pos + 1)
+            )
         elif not rest.strip(b"\0"):
             torn = True  # a zero-filled tail left by the filesystem after a crash
         if torn:
