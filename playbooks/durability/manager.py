@@ -21,8 +21,8 @@ from typing import Any
 
 from . import log as logmod
 from . import serialization
-from .errors import decode_error, encode_error
 from .damage import refusal
+from .errors import decode_error, encode_error
 from .provider import FilesystemCheckpointProvider
 from .state import ExecutionState, FrameState, call_key
 from .varcache import VariableCache
