@@ -73,18 +73,32 @@ def _run(job: Job) -> ProgramResult | None:
     return run_one(*job)
 
 
-def run_all(jobs: list[Job], workers: int = 2, progress: bool = False) -> list[ProgramResult]:
-    """Run programs in ``workers`` processes forked from this warm one."""
+def run_all(
+    jobs: list[Job], workers: int = 2, progress: bool = False, seconds: float | None = None
+) -> list[ProgramResult]:
+    """Run programs in ``workers`` processes forked from this warm one; with
+    ``seconds``, stop starting programs once that time is spent."""
+    end = time.monotonic() + seconds if seconds else None
     if workers <= 1 or len(jobs) <= 1:
-        found = [_run(job) for job in jobs]
-    else:
-        context = multiprocessing.get_context("fork")
         found = []
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-            for n, result in enumerate(pool.map(_run, jobs, chunksize=1), 1):
-                found.append(result)
-                if progress and n % 50 == 0:
-                    print(f"... {n}/{len(jobs)} programs", file=sys.stderr, flush=True)
+        for job in jobs:
+            if end is not None and time.monotonic() > end:
+                break
+            found.append(_run(job))
+        return [r for r in found if r is not None]
+    context = multiprocessing.get_context("fork")
+    found = []
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(_run, job) for job in jobs]
+        for n, future in enumerate(futures, 1):
+            found.append(future.result())
+            if progress and n % 50 == 0:
+                print(f"... {n}/{len(jobs)} programs", file=sys.stderr, flush=True)
+            if end is not None and time.monotonic() > end:
+                for rest in futures[n:]:
+                    rest.cancel()
+                print(f"time is up after {n} programs", file=sys.stderr, flush=True)
+                break
     return [r for r in found if r is not None]
 
 
@@ -97,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted([*SHAPES, "mixed", "corpus_multiline"]))
     parser.add_argument("--level", choices=["both", "executor", "cli"], default="both")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--seconds", type=float, help="stop starting programs after this long")
     parser.add_argument(
         "--repeated", type=int, default=2, help="extra trials a program with several kills in a row"
     )
@@ -106,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --many (see the module docstring)")
     jobs = plan(args.count, args.seed, args.cli_every, args.only, args.repeated, args.level)
     started = time.monotonic()
-    results = run_all(jobs, args.jobs, progress=True)
+    results = run_all(jobs, args.jobs, progress=True, seconds=args.seconds)
     print(summary(results, time.monotonic() - started, args.show))
     return 0 if all(r.exact for r in results) else 1
 
