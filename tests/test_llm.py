@@ -642,7 +642,7 @@ def test_a_call_that_keeps_failing_exits_1_in_one_line_and_resumes_later(
         assert len(error) == 1 and "HTTP 503" in error[0] and "after 2 attempts" in error[0]
         assert main(["executions", "list", "--json"]) == 0
         listed = json.loads(capsys.readouterr().out)
-        assert [e["status"] for e in listed] == ["running"]  # resumable, not failed
+        assert [e["status"] for e in listed] == ["interrupted"]  # resumable, not failed
         flaky.failures = 0  # the service is back
         assert main(["run", str(program), "--json"]) == 0
         out, err = capsys.readouterr()
