@@ -366,6 +366,7 @@ class Runner:
             self.note(f"error: {error}")
             return error.code
         finally:
+            human.detach()
             if self.manager is not None:  # refused after the lock was taken
                 self.manager.close()
                 self.manager = None

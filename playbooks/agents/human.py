@@ -172,6 +172,11 @@ class Human:
         self._note("step", agent=agent, frame=frame, step=step)
         self.emit({"event": "step", "agent": agent, "frame": frame, "step": step})
 
+    def detach(self) -> None:
+        """The run is over: stop listening to LLM calls and Say previews (they are global)."""
+        set_call_listener(None)
+        set_preview_listener(None)
+
     async def reply(self, *, id: str, agent: str) -> str:
         self.emit({"event": "wait", "id": id, "agent": agent})
         given = self.taken < len(self.messages)
