@@ -148,8 +148,12 @@ def test_three_level_resume_after_a_kill_in_the_innermost_playbook(
     trial = Trial(tmp_path / "nested")
     try:
         target = "tasting... tomato soup round 1: better"
-        first = trial.live(kill_at_event=lambda e, n: e.get("text") == target)
+        # killed just before Taste's round-1 Say (its 12th effect): Taste is running at
+        # depth 3, its LLM turn received; a kill on reading output would race the child
+        first = trial.live(crash_at="effect:12")
         assert first.code == -signal.SIGKILL
+        said = [e["text"] for e in first.events if e["event"] == "say"]
+        assert said[-1] == "stirring tomato soup, round 1"
         show = subprocess.run(
             [
                 sys.executable,
