@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_reference_programs import REFERENCE_BEGIN_SPELLINGS
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -753,20 +754,7 @@ def test_sections_written_with_two_hashes_are_read_with_a_warning() -> None:
 # every begin spelling of the reference's 72 programs, and its compiled form
 @pytest.mark.parametrize(
     "trigger",
-    [
-        "At the beginning",
-        "At the beginning of the program",
-        "When program starts",
-        "When the program starts",
-        "When programs starts",
-        "When program begins",
-        "When system starts",
-        "When agent starts",
-        "When the agent starts",
-        "When the agent starts running",
-        "T1:BGN",
-        "T1:BGN At the beginning",
-    ],
+    [*REFERENCE_BEGIN_SPELLINGS, "T1:BGN", "T1:BGN At the beginning"],
 )
 def test_begin_spellings(trigger: str) -> None:
     program = parse_text(f"# A\n## Later\n### Steps\n- x\n## P\n### Triggers\n- {trigger}\n")

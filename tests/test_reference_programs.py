@@ -22,6 +22,19 @@ from playbooks.language import Program, ProgramError, load_program  # noqa: E402
 
 PROGRAMS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "programs"
 NOT_PYTHON = "tests/data/07-execution-modes.pb"
+#: Every begin-trigger spelling the 72 reference programs use (test_language checks each).
+REFERENCE_BEGIN_SPELLINGS = (
+    "At the beginning",
+    "At the beginning of the program",
+    "When program starts",
+    "When the program starts",
+    "When programs starts",
+    "When program begins",
+    "When system starts",
+    "When agent starts",
+    "When the agent starts",
+    "When the agent starts running",
+)
 
 pytestmark = pytest.mark.skipif(
     not PROGRAMS.is_dir(), reason=f"reference programs not present: {PROGRAMS}"
@@ -135,18 +148,7 @@ def test_begin_spellings_of_the_reference_are_recognised() -> None:
         for agent in load_program(path).agents:
             for pb in agent.playbooks:
                 (begin if pb.begin else other).update(pb.triggers)
-    assert begin == {
-        "At the beginning",
-        "At the beginning of the program",
-        "When program starts",
-        "When the program starts",
-        "When programs starts",
-        "When program begins",
-        "When system starts",
-        "When agent starts",
-        "When the agent starts",
-        "When the agent starts running",
-    }
+    assert begin == set(REFERENCE_BEGIN_SPELLINGS)
     assert not any(re.search(r"\b(start|starts|begins|beginning)\b", t) for t in other), other
 
 

@@ -49,18 +49,17 @@ UNTIMED = frozenset(
 PURE = frozenset({"Step", "Return", "Var", "Artifact"})
 
 
-SERVE = PlaybookSpec(
-    name="ServeMessages",
-    kind="python",
-    params=[],
-    returns=None,
-    description="After the begin playbooks: answer each message of the person.",
-    triggers=[],
-    steps=[],
-    notes="",
-    line=0,
-    public=False,
-    source="",
+def _runtime_playbook(name: str, kind: str, description: str, **fields: Any) -> PlaybookSpec:
+    """A playbook the runtime itself adds to an agent (not written in the program)."""
+    base: dict[str, Any] = dict(params=[], returns=None, triggers=[], steps=[], notes="")
+    base.update(line=0, public=False, source="")
+    return PlaybookSpec(name=name, kind=kind, description=description, **(base | fields))
+
+
+SERVE = _runtime_playbook(
+    "ServeMessages",
+    "python",
+    "After the begin playbooks: answer each message of the person.",
     body_source=(
         "while True:\n"
         "    message = await __pb_next__()\n"
@@ -70,24 +69,17 @@ SERVE = PlaybookSpec(
     ),
     body_line=1,
 )
-HANDLE_SOURCE = """## HandleMessage($message)
+HANDLE = _runtime_playbook(
+    "HandleMessage",
+    "markdown",
+    "Handle one message from the user, with every playbook's triggers in view.",
+    params=["message"],
+    source="""## HandleMessage($message)
 A message from the user has arrived: $message.
 Handle it: if one of the playbooks' triggers matches it, call that playbook;
 otherwise answer the user with Say. Call Return() when the message is handled.
 If the user wants to stop, call EndProgram().
-"""
-HANDLE = PlaybookSpec(
-    name="HandleMessage",
-    kind="markdown",
-    params=["message"],
-    returns=None,
-    description="Handle one message from the user, with every playbook's triggers in view.",
-    triggers=[],
-    steps=[],
-    notes="",
-    line=0,
-    public=False,
-    source=HANDLE_SOURCE,
+""",
 )
 
 
