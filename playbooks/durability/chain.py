@@ -19,6 +19,7 @@ from typing import Any
 from playbooks.durability.blobs import BlobStore, MissingBlob, loads
 from playbooks.durability.damage import Damage, records_of, scan
 from playbooks.durability.records import read_records
+from playbooks.durability.state import unfold
 
 SNAP = "snap-"
 SEG = "log-"
@@ -161,9 +162,10 @@ class ChainReader:
                     raise ValueError("not a JSON object")
             except (ValueError, MissingBlob) as exc:
                 return (offset, f"unreadable record: {exc}"), offset, None
-            out.append(record)
-            if record.get("k") == "ckpt":
-                stats.ckpts += 1
+            for part in unfold(record):  # a checkpoint carried by an await comes first
+                out.append(part)
+                if part.get("k") == "ckpt":
+                    stats.ckpts += 1
         if rr.warning:
             reason = rr.warning.split(" at offset ")[0].removeprefix(f"{name}: ")
             return (rr.valid_end, reason), rr.valid_end, None

@@ -19,6 +19,7 @@ the owner refuses it unless told to roll back (see CheckpointManager.open).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -68,6 +69,28 @@ def validate_execution_id(execution_id: str) -> str:
             "(1 to 128 characters)"
         )
     return execution_id
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+#: The same compact JSON as ``blobs.dumps``, minus its cycle check: a record is
+#: built from encoded values, which never contain themselves (the encoder
+#: refuses cycles), so the check only cost time on every append.
+_C_ENCODER = (
+    json.encoder.c_make_encoder(
+        None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    if json.encoder.c_make_encoder is not None
+    else None
+)
+
+
+def _record_json(record: dict) -> bytes:
+    if _C_ENCODER is None:
+        return dumps(record)
+    return "".join(_C_ENCODER(record, 0)).encode("utf-8", "surrogatepass")
 
 
 #: Logs owned (locked) by this process, by folder: the saver protocol writes
@@ -227,7 +250,7 @@ class ExecutionLog(ChainReader):
                     f"execution {self.execution_id}: write a fresh snapshot before appending "
                     "(recovery did not end at the end of the log)"
                 )
-            data = dumps(record)
+            data = _record_json(record)
             if len(data) > INLINE_MAX or _MARKERS.search(data):
                 ext, refs = self.blobs.externalize(record)
                 data = dumps(ext)
@@ -248,7 +271,7 @@ class ExecutionLog(ChainReader):
             stats = self._stats.setdefault(self._gen, _Gen())
             stats.refs |= refs
             kind = record.get("k")
-            if kind == "ckpt":
+            if kind == "ckpt" or "ck" in record:  # an await may carry a checkpoint
                 stats.ckpts += 1
             elif kind == "put":
                 self._puts[record["id"]] = record.get("data")

@@ -24,7 +24,7 @@ from . import serialization
 from .damage import refusal
 from .errors import decode_error, encode_error
 from .provider import FilesystemCheckpointProvider
-from .state import ExecutionState, FrameState, call_key
+from .state import ExecutionState, FrameState, call_key, unfold
 from .varcache import VariableCache
 
 logger = logging.getLogger("playbooks.durability")
@@ -60,6 +60,10 @@ def _crash_point(kind: str, phase: str) -> None:
 
 
 Key = tuple[int, int, int]
+#: Fields of a kept-back checkpoint that its carrier already has.
+_CARRIED = frozenset({"k", "f", "t"})
+#: Values stored as they are (floats are not: NaN and infinities need a tag).
+_SCALARS = frozenset({str, int, bool})
 
 
 def is_runtime_name(name: str) -> bool:
@@ -78,6 +82,9 @@ class CheckpointManager:
         self._warned: set[str] = set()
         self._unsynced = False
         self._var_caches: dict[str, VariableCache] = {}
+        #: The checkpoint of a statement that changed no variable, kept back to
+        #: ride on the frame's next await record (see ``record_checkpoint``).
+        self._pending: dict | None = None
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -127,6 +134,7 @@ class CheckpointManager:
         process that opens the execution reports them, once. An execution whose
         log files are gone altogether raises DamagedLog naming its folder."""
         if self.state is not None:
+            self.flush()
             return self.state
         if self.execution_id not in self.provider.list_executions():
             return None
@@ -140,8 +148,17 @@ class CheckpointManager:
             raise logmod.DamagedLog(refusal(self.execution_id, damage), damage)
         return self._state_from(loaded, quiet=True)
 
+    def flush(self) -> None:
+        """Write the checkpoint kept back for the next record now (a response ended)."""
+        if self._pending is not None:
+            record, self._pending = self._pending, None
+            self._append(record, crash=False, kept=True)  # its crash points passed already
+
     def barrier(self) -> None:
-        """Make every record so far durable: called before any effect."""
+        """Make every record so far durable: called before any effect.
+
+        A checkpoint kept back is not needed for that: it only moves the cursor
+        past a statement that changed nothing, which a resume may run again."""
         if self._unsynced and self._log is not None:
             self._log.sync()
         self._unsynced = False
@@ -154,6 +171,7 @@ class CheckpointManager:
 
     def close(self) -> None:
         if self._log is not None:
+            self.flush()
             self.barrier()
             self._log.close()
         self._log = None
@@ -167,16 +185,44 @@ class CheckpointManager:
             _LOGGED.add(key)
             logger.warning(message)
 
-    def _append(self, record: dict, *, sync: bool = False) -> None:
+    def _append(
+        self, record: dict, *, sync: bool = False, crash: bool = True, kept: bool = False
+    ) -> None:
         state = self.open()
         assert self._log is not None
-        if _CRASH is not None:
+        pending = self._pending
+        if pending is not None:
+            if (
+                record["k"] == "await"
+                and record["f"] == pending["f"]
+                and record["t"] == pending["t"]
+            ):
+                self._pending = None  # it rides on this record (``ck``)
+                record["ck"] = {k: v for k, v in pending.items() if k not in _CARRIED}
+            else:
+                self.flush()  # records stay in the order the facts happened
+        if _CRASH is not None and crash:
             _crash_point(record["k"], "before")
         self._log.append(record, sync=sync)
         self._unsynced = not sync
-        state.apply(record)
-        if _CRASH is not None:
+        if kept or "ck" in record:
+            self._apply_kept(state, record)
+        else:
+            state.apply(record)
+        if _CRASH is not None and crash:
             _crash_point(record["k"], "after")
+
+    def _apply_kept(self, state: ExecutionState, record: dict) -> None:
+        """Apply a kept-back checkpoint (alone or carried by an await record): it
+        changes no variable, so the frame's variable cache stays valid."""
+        frame = state.frames.get(record["f"])
+        cache = self._var_caches.get(record["f"])
+        in_step = cache is not None and cache.matches(frame)
+        for part in unfold(record):
+            state.apply(part)
+        if in_step:
+            assert cache is not None
+            cache.synced(state.frames[record["f"]])
 
     def _encode(self, value: Any, path: str) -> Any:
         encoded, warnings = serialization.encode_variables({path: value}, **self.provider.codec())
@@ -189,7 +235,9 @@ class CheckpointManager:
 
     # -- facts the runtime reports -----------------------------------------
     def frame(self, frame_id: str) -> FrameState | None:
-        return self.open().frames.get(frame_id)
+        state = self.open()
+        self.flush()
+        return state.frames.get(frame_id)
 
     def record_program(self, **info: Any) -> None:
         self._append({"k": "exec", **info})
@@ -251,6 +299,8 @@ class CheckpointManager:
             record["d"] = digest
         if error is not None:
             record["err"] = encode_error(error, **self.provider.codec())
+        elif value is None or type(value) in _SCALARS:
+            record["ok"] = value  # what the encoder would return, without building one
         else:
             record["ok"] = self._encode(value, f"result of {frame_id}/{call_key(*key)}")
         if events:
@@ -268,6 +318,7 @@ class CheckpointManager:
         position: tuple[int, ...] | None = None,
         definitions: list[str] | None = None,
         touched: frozenset[str] | set[str] | None = None,
+        lazy: bool = False,
     ) -> str:
         """A top-level statement finished: store what changed in its variables.
 
@@ -275,12 +326,22 @@ class CheckpointManager:
         checkpoint may have touched (``touched_names`` of each, merged); only
         those, their aliases and rebound names are encoded again, so the cost
         follows the change. None (the default) encodes every variable.
+
+        With ``lazy``, a checkpoint that changes no variable and defines
+        nothing is kept back and written inside the frame's next await record
+        (or on its own before any other record, or at ``flush``). It only
+        moves the cursor past a statement whose awaits are journaled; a kill
+        before it is written resumes that statement, which replays them.
         """
         state = self.open()
+        if self._pending is not None:
+            self.flush()
         frame = state.frames.get(frame_id)
         old = frame.vars if frame is not None else {}
-        plain = {k: v for k, v in variables.items() if not is_runtime_name(k)}
-        cache = self._var_caches.setdefault(frame_id, VariableCache())
+        plain = {k: v for k, v in variables.items() if not k.startswith("__")}
+        cache = self._var_caches.get(frame_id)
+        if cache is None:
+            cache = self._var_caches[frame_id] = VariableCache()
         encoded, warnings = cache.encode(plain, touched, frame, self.provider.codec())
         for warning in warnings:
             self._warn(warning)
@@ -292,25 +353,30 @@ class CheckpointManager:
                     deltas[name] = delta
             else:
                 deltas[name] = {"op": "set", "v": value}
+        gone = [n for n in old if n not in plain] if len(old) > len(plain) or deltas else []
         number = state.counter + 1
-        record = {
-            "k": "ckpt",
-            "f": frame_id,
-            "t": turn,
-            "i": cursor,
-            "n": number,
-            "stmt": statement,
-            "vars": deltas,
-            "del": [n for n in old if n not in plain],
-            "ts": time.time(),
-        }
+        record: dict[str, Any] = {"k": "ckpt", "f": frame_id, "t": turn, "i": cursor, "n": number}
+        record["stmt"] = statement
+        if deltas:  # an empty change is left out (readers default to none)
+            record["vars"] = deltas
+        if gone:
+            record["del"] = gone
+        record["ts"] = time.time()
         if position is not None:
             record["pos"] = list(position)
         if definitions:
             record["defs"] = definitions
-        self._append(record)
-        cache.synced(state.frames[frame_id])
         assert self._log is not None
+        if lazy and not deltas and not gone and not definitions and frame is not None:
+            if _CRASH is not None:
+                _crash_point("ckpt", "before")
+            self._pending = record
+            cache.synced(frame)
+            if _CRASH is not None:
+                _crash_point("ckpt", "after")
+        else:
+            self._append(record)
+            cache.synced(state.frames[frame_id])
         if self._log.should_snapshot():
             self._log.write_snapshot(state.to_snapshot(), checkpoints=number)
         return f"{self.execution_id}_ckpt_{number}"
@@ -352,6 +418,7 @@ class CheckpointManager:
     ) -> str:
         """Checkpoint after a statement; returns ``EXECUTION_ckpt_N``."""
         state = self.open()
+        self.flush()
         current = state.frames.get(frame)
         turn = turn if turn is not None else (current.turn if current else 0)
         if llm_response is not None and (current is None or current.text(turn) != llm_response):

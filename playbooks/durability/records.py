@@ -38,6 +38,10 @@ def _crc(head8: bytes, stored: bytes) -> int:
     return zlib.crc32(stored, zlib.crc32(head8)) & 0xFFFFFFFF
 
 
+_LEADS = {f: MAGIC + bytes((FORMAT_VERSION, f)) for f in (0, FLAG_ZLIB)}
+_U32 = struct.Struct("<I").pack
+
+
 def encode_record(payload: bytes) -> bytes:
     """Frame one payload; compress it when that pays off (long, repetitive JSON)."""
     flags = 0
@@ -46,8 +50,8 @@ def encode_record(payload: bytes) -> bytes:
         packed = zlib.compress(payload, 1)
         if len(packed) < len(payload):
             stored, flags = packed, FLAG_ZLIB
-    head8 = HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(stored), 0)[:8]
-    return head8 + struct.pack("<I", _crc(head8, stored)) + stored
+    head8 = _LEADS[flags] + _U32(len(stored))  # the first 8 bytes of HEADER
+    return b"".join((head8, _U32(zlib.crc32(stored, zlib.crc32(head8)) & 0xFFFFFFFF), stored))
 
 
 @dataclass

@@ -12,7 +12,11 @@ Record kinds (``k``):
   turn   an LLM turn (or code body) {"f", "t", "llm": bool}
   text   response text arrived      {"f", "t", "s", "done"?}
   await  an awaited call finished   {"f", "t", "i", "q", "ok"|"err", "ev"?}
-  ckpt   a statement finished       {"f", "t", "i", "n", "stmt", "vars", "del", "ts"}
+  ckpt   a statement finished       {"f", "t", "i", "n", "stmt", "vars"?, "del"?, "ts", "pos"?}
+
+An await record may carry ``ck``: the checkpoint of the frame's previous
+statement, which changed no variable and was kept back to save a record. It
+stands for that "ckpt" record followed by the await (see :func:`unfold`).
   obs    what a turn led to         {"f", "t", "s"}
   end    a playbook call returned   {"f", "ok"|"err"}
   status the execution ended        {"status", "message"}
@@ -26,6 +30,16 @@ from typing import Any
 from . import serialization
 
 TRANSCRIPT_KEEP = 500
+
+
+def unfold(record: dict) -> list[dict]:
+    """The records one stored record stands for: an await carrying the checkpoint
+    before it (``ck``) is that "ckpt" record, then the await without it."""
+    carried = record.get("ck")
+    if not isinstance(carried, dict):
+        return [record]
+    ckpt = {"k": "ckpt", "f": record.get("f"), "t": record.get("t"), **carried}
+    return [ckpt, {k: v for k, v in record.items() if k != "ck"}]
 
 
 def call_key(turn: int, statement: int, seq: int | str) -> str:
@@ -87,6 +101,10 @@ class ExecutionState:
 
     # -- applying records -------------------------------------------------
     def apply(self, r: dict) -> None:
+        if "ck" in r:  # a checkpoint carried by an await record comes first
+            for part in unfold(r):
+                self.apply(part)
+            return
         getattr(self, "_on_" + r["k"])(r)
 
     def _on_exec(self, r: dict) -> None:
@@ -155,29 +173,41 @@ class ExecutionState:
     def _on_ckpt(self, r: dict) -> None:
         frame = self._frame(r)
         t, i = r["t"], r["i"]
-        for name, delta in r.get("vars", {}).items():
-            frame.vars[name] = serialization.apply(frame.vars.get(name), delta)
-        for name in r.get("del", ()):
-            frame.vars.pop(name, None)
+        changed = r.get("vars")
+        gone = r.get("del")
+        if changed:
+            values = frame.vars
+            for name, delta in changed.items():
+                values[name] = serialization.apply(values.get(name), delta)
+        if gone:
+            for name in gone:
+                frame.vars.pop(name, None)
         if frame.kind == "markdown":
-            for name in r.get("vars", {}):
+            for name in changed or ():
                 self.agent_vars[name] = frame.vars[name]
-            for name in r.get("del", ()):
+            for name in gone or ():
                 self.agent_vars.pop(name, None)
         frame.turn = t
         frame.cursor = i
         frame.pos = r.get("pos")
-        frame.defs.extend(r.get("defs", ()))
-        prefix = f"{t}."
-        frame.journal = {
-            k: v
-            for k, v in frame.journal.items()
-            if k.startswith(prefix) and int(k.split(".")[1]) >= i
-        }
-        if r.get("stmt"):  # the end-of-turn checkpoint has no statement
-            frame.statement = r["stmt"]
+        defs = r.get("defs")
+        if defs:
+            frame.defs.extend(defs)
+        journal = frame.journal
+        if journal:  # only the awaits of this turn's statements not yet finished stay
+            prefix = f"{t}."
+            kept = {
+                k: v
+                for k, v in journal.items()
+                if k.startswith(prefix) and int(k.split(".")[1]) >= i
+            }
+            if len(kept) != len(journal):
+                frame.journal = kept
+        statement = r.get("stmt")
+        if statement:  # the end-of-turn checkpoint has no statement
+            frame.statement = statement
             if "pos" not in r:  # without a position the executed code must be kept
-                frame.executed.append(r["stmt"])
+                frame.executed.append(statement)
         frame.checkpoint = r["n"]
         self.counter = r["n"]
         self.last_frame = frame.id

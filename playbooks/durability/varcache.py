@@ -79,8 +79,15 @@ def code_defined_class(cls: type) -> bool:
     return verdict
 
 
+#: Python 3.10-3.11 keep every live task of the process in this weak set; when
+#: it holds at most one (the task asking), no other task can be running code.
+_TASK_REGISTRY: Any = getattr(asyncio.tasks, "_all_tasks", None)
+
+
 def code_tasks_pending() -> bool:
     """Another task is running code that generated code defined (it may change anything)."""
+    if _TASK_REGISTRY is not None and len(_TASK_REGISTRY) <= 1:
+        return False  # the common case, without the cost of listing the tasks
     try:
         tasks = asyncio.all_tasks()
     except RuntimeError:  # no running loop

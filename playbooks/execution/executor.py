@@ -179,6 +179,7 @@ class StreamingPythonExecutor:
                 pass
         self._flush_text(done=True)
         if self.checkpoint_manager is not None:
+            self.checkpoint_manager.flush()  # the last statement's checkpoint, if kept back
             self.checkpoint_manager.barrier()
 
     @property
@@ -430,6 +431,7 @@ class StreamingPythonExecutor:
                 position=self.position,
                 definitions=self.definitions[-1:] if definition else None,
                 touched=self.pending_touched,
+                lazy=True,  # if it changed nothing, it rides on the next await record
             )
             self.pending_touched = frozenset()
 
@@ -445,6 +447,7 @@ class StreamingPythonExecutor:
         self.finalized = True
         self._flush_text(done=True)
         if self.checkpoint_manager is not None:
+            self.checkpoint_manager.flush()  # the last statement's checkpoint, if kept back
             self.checkpoint_manager.barrier()
 
     def _fail(self, error: BaseException) -> None:
