@@ -1,10 +1,11 @@
 """Benchmark 3: what durability adds to each await, beside its floor and its rivals.
 
 Each await in generated code is journaled: its result is appended, and a
-checkpoint of the statement's variables follows. Records are fdatasynced
-before anything with an effect runs, so a call that may have effects (a user
-function, here ``Noop``) costs one fdatasync, while a pure built-in
-(``Step``) costs none of its own. The floor of the guarantee for a call with
+checkpoint of the statement's variables follows (a statement that changed no
+variable, like these, has its checkpoint carried by the next await record).
+Records are fdatasynced before anything with an effect runs, so a call that
+may have effects (a user function, here ``Noop``) costs one fdatasync, while a
+pure built-in (``Step``) costs none of its own: its target is half of one. The floor of the guarantee for a call with
 effects is one ``fdatasync`` of a small appended record in the same directory,
 so that is measured in the same run. LangGraph (SqliteSaver, a checkpoint per
 step) and DBOS (SQLite, a recorded step) give the same kind of guarantee per step.
@@ -104,13 +105,14 @@ def _ours_rows(n: int, count: int, fsync_probe: Sample) -> tuple[list[Row], Samp
     per_on = Sample([(a - b) / n for a, b in zip(on, off, strict=True)])
     per_nofsync = Sample([(a - b) / n for a, b in zip(on_nofsync, off, strict=True)])
     per_step = Sample([(a - b) / n for a, b in zip(step_on, step_off, strict=True)])
-    budget = 2 * fsync_probe.median
+    budget = 2 * fsync_probe.median  # a call with effects: its one fdatasync, and as much again
+    pure_budget = fsync_probe.median / 2  # a pure built-in pays no fsync of its own
     rows = [
         per_step.scaled(1e6).row(
             "ours: overhead per await of the built-in Step (fsync on)",
             "µs",
-            target=f"≤ 2× fdatasync = {budget * 1e6:.0f} µs",
-            met=per_step.median <= budget,
+            target=f"≤ 0.5× fdatasync = {pure_budget * 1e6:.0f} µs",
+            met=per_step.median <= pure_budget,
             note="a pure built-in: journaled, made durable by the next effect's fsync",
         ),
         Sample(off).scaled(1e6 / n).row(f"ours: {n} awaits, durability off, per await", "µs"),

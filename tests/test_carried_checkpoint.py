@@ -4,6 +4,7 @@ back resumes that statement, whose awaits replay, so the run stays exact."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,34 @@ async def test_a_kill_while_a_checkpoint_is_kept_back_resumes_exactly(
     manager.close()
     assert first + said == SAYS
     assert ex.namespace["n"] == 2
+
+
+async def test_a_user_function_await_costs_exactly_one_fsync_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One barrier before each call that may have effects, none after it: its
+    record and the statement's checkpoint are made durable by the next one."""
+    events: list[str] = []
+    real = os.fdatasync
+
+    def counted(fd: int) -> None:
+        events.append("sync")
+        real(fd)
+
+    async def Noop() -> None:
+        events.append("call")
+
+    monkeypatch.setattr(os, "fdatasync", counted)
+    monkeypatch.setattr(os, "fsync", counted)
+    manager = CheckpointManager("one", FilesystemCheckpointProvider(tmp_path, fsync=True))
+    manager.open()
+    events.clear()  # opening creates files
+    ns = {"Noop": Noop}
+    ex = StreamingPythonExecutor(None, namespace=ns, checkpoint_manager=manager)
+    code = "$x = 0\n" + "await Noop()\n" * 10
+    ex.set_llm_response(code)
+    await ex.add_chunk(code)
+    calls = events.index("call")
+    assert events[calls - 1 :] == ["sync", "call"] * 10  # the text and $x ride on the first
+    await ex.finalize()
+    manager.close()
