@@ -29,6 +29,7 @@ from typing import Any
 
 from .config import Config
 from .durability import log as logmod
+from .durability import open_provider
 from .durability.manager import CheckpointManager, frame_view
 from .durability.provider import FilesystemCheckpointProvider
 from .durability.state import ExecutionState
@@ -42,10 +43,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def provider_for(config: Config) -> FilesystemCheckpointProvider:
-    d = config.durability
-    return FilesystemCheckpointProvider(
-        d.path, fsync=d.fsync, keep_last_n=d.keep_last_n, allow_pickle=d.allow_pickle
-    )
+    return open_provider(config.durability)  # type: ignore[return-value]
 
 
 def parse_duration(text: str) -> float:

@@ -1,0 +1,742 @@
+"""One execution stored in PostgreSQL: its records, snapshots and blobs, and its lease.
+
+The same records as the file log (``records.encode_record`` frames, checked
+on every read), in rows instead of files. Generation G is snapshot G plus
+the records appended after it; recovery reads the newest snapshot that
+decodes and every record from its generation on, in sequence order.
+
+Writes are cheap until they matter. A record is one INSERT on a connection
+with ``synchronous_commit = off``: committed (a killed client loses nothing)
+but not yet flushed. The barrier before an effect (:meth:`sync`) is one
+synchronous UPDATE of the execution's row that checks the fencing token and
+renews the lease; its WAL flush covers every record before it. Every write
+is conditional on the token taken at the claim, and locks the execution's row
+in share mode, so a claim (FOR UPDATE) and a stale owner's write never
+interleave: once another process has claimed, the old owner's writes touch
+nothing and it gets :class:`LeaseLost`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .blobs import INLINE_MAX, BlobStore, MissingBlob, dumps, loads
+from .chain import _MARKERS, DamagedLog, Loaded, StorageError, _Gen
+from .damage import Damage
+from .log import SNAPSHOT_FORMAT, ExecutionLocked, validate_execution_id
+from .records import HEADER_SIZE, _check, encode_record
+
+if TYPE_CHECKING:
+    from .postgres import PostgresCheckpointProvider
+
+logger = logging.getLogger("playbooks.durability")
+MIN_SNAPSHOT_GAP = 16 * 1024
+
+ALIVE = """(e.owner IS NOT NULL AND e.lease_until > now() AND EXISTS (
+    SELECT 1 FROM pg_stat_activity a
+    WHERE a.pid = e.owner_pid AND a.backend_start = e.owner_started))"""
+_RENEW = """UPDATE pb_executions SET lease_until = now() + make_interval(secs => %(lease)s),
+    owner_pid = pg_backend_pid(), owner_started = (SELECT backend_start
+    FROM pg_stat_activity WHERE pid = pg_backend_pid()), updated = now()
+    WHERE id = %(id)s AND token = %(token)s RETURNING 1"""
+
+
+class LeaseLost(StorageError):
+    """Another process claimed this execution: this one may not write nor cause an effect."""
+
+
+def _frame_payload(frame: bytes) -> tuple[bytes | None, str]:
+    """The payload of a stored frame, or (None, why it cannot be used)."""
+    payload, reason = _check(frame, 0)
+    if payload is not None and len(frame) != HEADER_SIZE + int.from_bytes(frame[4:8], "little"):
+        return None, "bad record length"
+    if reason in ("short", "beyond"):
+        reason = "truncated record"
+    return payload, reason
+
+
+class PgBlobStore(BlobStore):
+    """Large values of one execution, by content hash, in ``pb_blobs``."""
+
+    def __init__(self, log: PostgresExecutionLog) -> None:
+        super().__init__(Path(str(log.dir)) / "blobs", False)
+        self._log = log
+
+    def names(self) -> set[str]:
+        if self._known is None:
+            rows = self._log._query(
+                "SELECT sha FROM pb_blobs WHERE execution_id = %s", (self._log.execution_id,)
+            )
+            self._known = {r[0] for r in rows}
+        return self._known
+
+    def put(self, content: bytes) -> str:
+        sha = hashlib.sha256(content).hexdigest()
+        if sha not in self.names():
+            self._log._write(
+                "INSERT INTO pb_blobs (execution_id, sha, data) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (self._log.execution_id, sha, zlib.compress(content, 1)),
+            )
+            self.names().add(sha)
+        return sha
+
+    def get(self, sha: str, cache: dict[str, bytes] | None = None) -> bytes:
+        if cache is not None and sha in cache:
+            return cache[sha]
+        rows = self._log._query(
+            "SELECT data FROM pb_blobs WHERE execution_id = %s AND sha = %s",
+            (self._log.execution_id, sha),
+        )
+        if not rows:
+            raise MissingBlob(f"blob {str(sha)[:12]} is missing")
+        try:
+            content = zlib.decompress(rows[0][0])
+        except zlib.error as exc:
+            raise MissingBlob(f"blob {sha[:12]} is damaged ({exc})") from None
+        if hashlib.sha256(content).hexdigest() != sha:
+            raise MissingBlob(f"blob {sha[:12]} does not match its hash")
+        if cache is not None:
+            cache[sha] = content
+        return content
+
+    def remove(self, sha: str) -> int:
+        self._log._write(
+            "DELETE FROM pb_blobs WHERE execution_id = %s AND sha = %s",
+            (self._log.execution_id, sha),
+        )
+        self.names().discard(sha)
+        return 0
+
+
+class PostgresExecutionLog:
+    """Storage of one execution in PostgreSQL; one owner (lease holder) appends."""
+
+    def __init__(
+        self, provider: PostgresCheckpointProvider, execution_id: str, *, create: bool = True
+    ) -> None:
+        self.execution_id = validate_execution_id(execution_id)
+        self.provider = provider
+        self.keep_last_n = max(0, provider.keep_last_n)
+        self.dir = Path(f"postgres:{execution_id}")  # names the execution in messages
+        if create:
+            provider._shared_write(
+                "INSERT INTO pb_executions (id) VALUES (%s) ON CONFLICT DO NOTHING",
+                (execution_id,),
+            )
+        elif not provider._exists(execution_id):
+            raise StorageError(f"no checkpoint data for execution {execution_id} in PostgreSQL")
+        self.blobs = PgBlobStore(self)
+        self._mutex = threading.RLock()
+        self._conn: Any = None  # appends: synchronous_commit off
+        self._lease: Any = None  # claim, barrier, renewal: synchronous commits
+        self._token: int | None = None
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._loaded = False
+        self._gen = 0
+        self._gens: set[int] = set()
+        self._seq = 0
+        self._appended = 0
+        self._snap_size = 0
+        self._needs_snapshot = False
+        self._stats: dict[int, _Gen] = {}
+        self._puts: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ connections
+    def _reconnect(self, which: str) -> Any:
+        old = getattr(self, which)
+        if old is not None:
+            try:
+                old.close()
+            except Exception:
+                pass
+        conn = self.provider._connect(sync=which == "_lease", retry=True)
+        setattr(self, which, conn)
+        return conn
+
+    def _query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+        if self._conn is None:
+            return self.provider._shared_query(sql, params)
+        return self._run("_conn", sql, params, fetch=True)
+
+    def _write(self, sql: str, params: tuple | dict = ()) -> int:
+        """A fenced write when owned; returns the row count."""
+        if self._conn is None:
+            return self.provider._shared_write(sql, params)
+        return self._run("_conn", sql, params, fetch=False)
+
+    def _run(self, which: str, sql: str, params: Any, *, fetch: bool) -> Any:
+        psycopg = self.provider._psycopg
+        for attempt in (0, 1):
+            conn = getattr(self, which) or self._reconnect(which)
+            try:
+                cur = conn.execute(sql, params)
+                return cur.fetchall() if fetch else cur.rowcount
+            except psycopg.OperationalError as exc:
+                if attempt or not conn.broken:
+                    raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
+                self._reconnect(which)
+                if which == "_conn" and self._token is not None:
+                    self._check_continuity()
+        raise AssertionError("unreachable")
+
+    def _check_continuity(self) -> None:
+        """After a reconnect: every record this process appended is still there
+        (a database crash can lose commits that were not yet flushed)."""
+        rows = self._conn.execute(
+            "SELECT coalesce(max(seq), -1) FROM pb_records WHERE execution_id = %s",
+            (self.execution_id,),
+        ).fetchall()
+        if rows[0][0] < self._seq - 1:
+            self._lost = "records were lost when the database restarted"
+            raise StorageError(
+                f"execution {self.execution_id}: records appended since the last barrier "
+                "were lost when the database restarted; run it again to resume from there"
+            )
+
+    def _fenced(self) -> None:
+        if self._lost is not None:
+            raise LeaseLost(f"execution {self.execution_id}: {self._lost}")
+
+    def _lose(self, why: str) -> LeaseLost:
+        """Record the loss once, with one log line; later writes raise at once."""
+        if self._lost is None:
+            self._lost = why
+            logger.error("execution %s: %s; this process stops it", self.execution_id, why)
+        self._stop.set()
+        return LeaseLost(f"execution {self.execution_id}: {why}")
+
+    # ------------------------------------------------------------ ownership
+    def lock(self) -> None:
+        """Claim the execution: raise its fencing token, take the lease (database clock)."""
+        with self._mutex:
+            if self._token is not None:
+                return
+            lease = self._lease or self._reconnect("_lease")
+            with lease.transaction():
+                rows = lease.execute(
+                    f"SELECT e.owner, {ALIVE} FROM pb_executions e WHERE e.id = %s "
+                    "FOR UPDATE SKIP LOCKED",
+                    (self.execution_id,),
+                ).fetchall()
+                if not rows:
+                    raise ExecutionLocked(
+                        f"execution ID {self.execution_id} is being claimed by another process"
+                    )
+                owner, alive = rows[0]
+                if alive:
+                    raise ExecutionLocked(
+                        f"execution ID {self.execution_id} is in use by {_who(owner)}"
+                    )
+                params = {"id": self.execution_id, "lease": self.provider.lease, "token": None}
+                token = lease.execute(
+                    "UPDATE pb_executions SET token = token + 1, owner = %(owner)s "
+                    "WHERE id = %(id)s RETURNING token",
+                    {**params, "owner": self._owner},
+                ).fetchone()[0]
+                lease.execute(_RENEW, {**params, "token": token})
+            self._token = token
+            self._lost = None
+            self._reconnect("_conn")
+            self.provider._owners[self.execution_id] = self
+            self._stop.clear()
+            self._renewer = threading.Thread(
+                target=self._renew_loop, name=f"lease-{self.execution_id}", daemon=True
+            )
+            self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        """Keep the lease from a thread of its own, so blocking code cannot expire it."""
+        interval = max(0.05, self.provider.lease / 3)
+        while not self._stop.wait(interval):
+            try:
+                self._renew()
+            except LeaseLost:
+                return
+            except Exception:  # the database is away: try again next round
+                continue
+
+    def _renew(self) -> None:
+        with self._mutex:
+            if self._token is None or self._lost is not None:
+                return
+            params = {"id": self.execution_id, "lease": self.provider.lease, "token": self._token}
+            if not self._run("_lease", _RENEW, params, fetch=True):
+                raise self._lose(
+                    f"lease lost: another process claimed it (our fencing token {self._token})"
+                )
+
+    def sync(self) -> None:
+        """The barrier: one synchronous commit that re-checks the token and renews the lease."""
+        with self._mutex:
+            self._fenced()
+            if self._token is None:
+                self.provider._shared_write(
+                    "UPDATE pb_executions SET updated = now() WHERE id = %s", (self.execution_id,)
+                )
+                return
+            self._renew()
+
+    def close(self) -> None:
+        with self._mutex:
+            self._stop.set()
+            if self._token is not None:
+                if self.provider._owners.get(self.execution_id) is self:
+                    del self.provider._owners[self.execution_id]
+                if self._lost is None:
+                    try:  # one synchronous commit: everything appended is durable
+                        self._run(
+                            "_lease",
+                            "UPDATE pb_executions SET owner = NULL, lease_until = NULL, "
+                            "owner_pid = NULL, updated = now() WHERE id = %s AND token = %s;",
+                            (self.execution_id, self._token),
+                            fetch=False,
+                        )
+                        self.provider._notify(self._lease)
+                    except StorageError as error:
+                        logger.warning("execution %s: %s", self.execution_id, error)
+                self._token = None
+            for which in ("_conn", "_lease"):
+                conn = getattr(self, which)
+                if conn is not None:
+                    conn.close()
+                    setattr(self, which, None)
+        if self._renewer is not None and self._renewer is not threading.current_thread():
+            self._renewer.join()
+            self._renewer = None
+
+    # ------------------------------------------------------------ reading
+    def _snapshots(self, newest: int | None) -> list[tuple[int, bytes]]:
+        sql = "SELECT gen, frame FROM pb_snapshots WHERE execution_id = %s"
+        params: tuple = (self.execution_id,)
+        if newest is not None:
+            sql += " AND gen <= %s"
+            params += (newest,)
+        return self._query(sql + " ORDER BY gen DESC", params)
+
+    def _read_snapshot(self, gen: int, frame: bytes, cache: dict) -> tuple[dict, dict, set, dict]:
+        payload, reason = _frame_payload(bytes(frame))
+        if payload is None:
+            raise ValueError(reason)
+        obj = loads(payload)
+        if obj.get("gen") != gen or not isinstance(obj.get("state"), dict):
+            raise ValueError("unexpected content")
+        refs: set[str] = set()
+        state = self.blobs.resolve(obj["state"], refs, cache)
+        puts = self.blobs.resolve(obj.get("puts", {}), refs, cache)
+        history = obj.get("history") if isinstance(obj.get("history"), dict) else {}
+        obj["_seq"] = obj.get("seq", 0)
+        return state, history, refs, {"puts": puts, "seq": obj["_seq"]}
+
+    def _chain(self, newest: int | None = None) -> tuple[Loaded, dict]:
+        """The newest readable snapshot (at or below ``newest``) and the records after it."""
+        cache: dict[str, bytes] = {}
+        warnings: list[str] = []
+        snapshot, base, history, refs, extra = None, None, {}, set(), {"puts": {}, "seq": 0}
+        first_bad: tuple[int, str] | None = None
+        for gen, frame in self._snapshots(newest):
+            try:
+                snapshot, history, refs, extra = self._read_snapshot(gen, frame, cache)
+            except (ValueError, AttributeError, MissingBlob) as exc:
+                first_bad = first_bad or (gen, str(exc))
+                warnings.append(
+                    f"{self.dir}/snapshot-{gen}: unreadable ({exc}); "
+                    "falling back to an older snapshot and the records"
+                )
+                continue
+            base = gen
+            break
+        sql = "SELECT seq, gen, frame FROM pb_records WHERE execution_id = %s AND gen >= %s"
+        params: tuple = (self.execution_id, base or 0)
+        if newest is not None:
+            sql += " AND gen <= %s"
+            params += (newest,)
+        rows = self._query(sql + " ORDER BY seq", params)
+        if base is None:
+            if rows and rows[0][1] != 0 or first_bad is not None and not rows:
+                gen, why = first_bad or (0, "missing")
+                damage = Damage(self.dir / f"snapshot-{gen}", 0, why)
+                reason = (
+                    "; ".join(w.split(";")[0] for w in warnings) or "its first records are gone"
+                )
+                raise DamagedLog(f"no readable checkpoint data in {self.dir} ({reason})", damage)
+            base = 0
+        stats: dict[int, _Gen] = {}
+        for key, info in history.items():
+            try:
+                stats[int(key)] = _Gen(int(info["ckpts"]), set(info["refs"]))
+            except (ValueError, TypeError, KeyError):
+                continue
+        stats[base] = _Gen(0, set(refs))
+        records: list[dict] = []
+        damage = None
+        appended = 0
+        for index, (seq, gen, frame) in enumerate(rows):
+            payload, reason = _frame_payload(bytes(frame))
+            record: Any = None
+            if payload is not None:
+                try:
+                    record = loads(payload)
+                    if _MARKERS.search(payload):
+                        record = self.blobs.resolve(
+                            record, stats.setdefault(gen, _Gen()).refs, cache
+                        )
+                    if not isinstance(record, dict):
+                        raise ValueError("not a JSON object")
+                except (ValueError, MissingBlob) as exc:
+                    record, reason = None, f"unreadable record: {exc}"
+            if record is None:
+                lost = [r for r in map(self._decode_quietly, rows[index + 1 :]) if r is not None]
+                damage = Damage(self.dir / "records", seq, reason, lost, 1)
+                warnings.append(
+                    f"{self.dir}/records: {reason} at offset {seq}; "
+                    "recovery stops at the last good record"
+                )
+                break
+            records.append(record)
+            appended += len(frame)
+            kind = record.get("k")
+            if kind == "ckpt":
+                stats.setdefault(gen, _Gen()).ckpts += 1
+        puts = dict(extra["puts"])
+        for record in records:
+            if record.get("k") == "put":
+                puts[record.get("id")] = record.get("data")
+            elif record.get("k") == "forget":
+                puts[record.get("id")] = None
+        top = max([g for g, _ in self._snapshots(newest)[:1]] + [r[1] for r in rows[-1:]] + [base])
+        loaded = Loaded(
+            snapshot,
+            records,
+            base,
+            warnings,
+            base != top,
+            damage is not None or base != top,
+            damage,
+            puts,
+        )
+        last = rows[-1][0] + 1 if rows else 0
+        info = {"stats": stats, "top": top, "seq": max(last, extra["seq"]), "appended": appended}
+        return loaded, info
+
+    @staticmethod
+    def _decode_quietly(row: tuple) -> dict | None:
+        payload, _ = _frame_payload(bytes(row[2]))
+        try:
+            record = loads(payload) if payload is not None else None
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
+    def load(self) -> Loaded:
+        """Newest valid snapshot + the records after it."""
+        with self._mutex:
+            self._loaded = True
+            loaded, info = self._chain()
+            self._gen = info["top"]
+            self._seq = info["seq"]
+            self._stats = info["stats"]
+            self._puts = dict(loaded.puts)
+            self._appended = info["appended"]
+            snaps = self._query(
+                "SELECT gen, octet_length(frame) FROM pb_snapshots WHERE execution_id = %s",
+                (self.execution_id,),
+            )
+            gens = self._query(
+                "SELECT DISTINCT gen FROM pb_records WHERE execution_id = %s", (self.execution_id,)
+            )
+            self._gens = {g for g, _ in snaps} | {g for (g,) in gens} | {self._gen}
+            self._snap_size = dict(snaps).get(loaded.generation, 0)
+            self._needs_snapshot = loaded.needs_snapshot
+            return loaded
+
+    def load_generation(self, gen: int) -> Loaded:
+        with self._mutex:
+            return self._chain(gen)[0]
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.load()
+
+    # ------------------------------------------------------------ writing
+    _INSERT = (
+        "INSERT INTO pb_records (execution_id, seq, gen, frame) "
+        "SELECT id, %(seq)s, %(gen)s, %(frame)s FROM pb_executions "
+        "WHERE id = %(id)s AND token = %(token)s FOR SHARE ON CONFLICT DO NOTHING"
+    )
+
+    def append(self, record: dict, *, sync: bool = False) -> None:
+        """Append one record (fenced); with sync it is durable when this returns."""
+        with self._mutex:
+            self._fenced()
+            self._ensure_loaded()
+            if self._needs_snapshot:
+                raise StorageError(
+                    f"execution {self.execution_id}: write a fresh snapshot before appending "
+                    "(recovery did not end at the end of the log)"
+                )
+            data = dumps(record)
+            if len(data) > INLINE_MAX or _MARKERS.search(data):
+                ext, refs = self.blobs.externalize(record)
+                data = dumps(ext)
+            else:
+                refs = set()
+            frame = encode_record(data)
+            params = {
+                "seq": self._seq,
+                "gen": self._gen,
+                "frame": frame,
+                "id": self.execution_id,
+                "token": self._token,
+            }
+            if self._token is None:  # not claimed (tools, tests): unfenced, like a file
+                sql = (
+                    "INSERT INTO pb_records (execution_id, seq, gen, frame) "
+                    "VALUES (%(id)s, %(seq)s, %(gen)s, %(frame)s)"
+                )
+            else:
+                sql = self._INSERT
+            if self._write(sql, params) != 1:
+                self._appended_already(frame)
+            self._seq += 1
+            self._appended += len(frame)
+            stats = self._stats.setdefault(self._gen, _Gen())
+            stats.refs |= refs
+            kind = record.get("k")
+            if kind == "ckpt":
+                stats.ckpts += 1
+            elif kind == "put":
+                self._puts[record["id"]] = record.get("data")
+            elif kind == "forget":
+                self._puts[record["id"]] = None
+            if sync:
+                self.sync()
+
+    def _appended_already(self, frame: bytes) -> None:
+        """An append touched no row: fenced out, or a retry of one that committed."""
+        rows = self._query(
+            "SELECT e.token, r.frame FROM pb_executions e LEFT JOIN pb_records r "
+            "ON r.execution_id = e.id AND r.seq = %s WHERE e.id = %s",
+            (self._seq, self.execution_id),
+        )
+        if not rows or rows[0][0] != self._token:
+            raise self._lose(
+                f"lease lost: another process claimed it (our fencing token {self._token})"
+            )
+        if rows[0][1] is None or bytes(rows[0][1]) != frame:
+            raise StorageError(f"execution {self.execution_id}: record {self._seq} was not stored")
+
+    def should_snapshot(self) -> bool:
+        with self._mutex:
+            self._ensure_loaded()
+            return self._needs_snapshot or self._appended >= max(MIN_SNAPSHOT_GAP, self._snap_size)
+
+    def write_snapshot(self, state: dict, *, checkpoints: int = 0) -> None:
+        """Start generation G+1 from state and apply retention, in one fenced transaction."""
+        with self._mutex:
+            self._fenced()
+            self._ensure_loaded()
+            new = max(self._gens | {self._gen}) + 1
+            ext, refs = self.blobs.externalize(state)
+            payload: dict[str, Any] = {
+                "format": SNAPSHOT_FORMAT,
+                "gen": new,
+                "state": ext,
+                "seq": self._seq,
+            }
+            if self._puts:
+                payload["puts"], more = self.blobs.externalize(self._puts)
+                refs |= more
+            self._stats[new] = _Gen(0, set(refs))
+            present = sorted(self._gens | {new})
+            doomed = self._victims(present)
+            payload["history"] = {
+                str(g): {"ckpts": s.ckpts, "refs": sorted(s.refs)}
+                for g, s in sorted(self._stats.items())
+                if g < new and g in present and g not in doomed
+            }
+            data = encode_record(dumps(payload))
+            self._transaction(
+                lambda: self._write(
+                    "INSERT INTO pb_snapshots (execution_id, gen, frame) VALUES (%s, %s, %s)",
+                    (self.execution_id, new, data),
+                ),
+                doomed,
+            )
+            self._gens.add(new)
+            self._gen = new
+            self._appended = 0
+            self._snap_size = len(data)
+            self._needs_snapshot = False
+
+    def _transaction(self, body: Any, doomed: list[int]) -> None:
+        """body() and the removal of the doomed generations, all or nothing, fenced."""
+        if self._conn is None:
+            raise StorageError(f"execution {self.execution_id}: only its owner can change it")
+        try:
+            with self._conn.transaction():
+                if self._token is not None:
+                    held = self._conn.execute(
+                        "SELECT 1 FROM pb_executions WHERE id = %s AND token = %s FOR SHARE",
+                        (self.execution_id, self._token),
+                    ).fetchall()
+                    if not held:
+                        raise self._lose(
+                            "lease lost: another process claimed it "
+                            f"(our fencing token {self._token})"
+                        )
+                body()
+                self._drop(doomed)
+        except self.provider._psycopg.OperationalError as exc:
+            raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
+
+    def retain(self, keep_last_n: int | None = None) -> int:
+        with self._mutex:
+            self._fenced()
+            self._ensure_loaded()
+            if self._needs_snapshot:
+                return 0
+            doomed = self._victims(sorted(self._gens), keep_last_n)
+            if doomed:
+                self._transaction(lambda: None, doomed)
+            return len(doomed)
+
+    def _victims(self, present: list[int], keep_last_n: int | None = None) -> list[int]:
+        keep = self.keep_last_n if keep_last_n is None else max(0, keep_last_n)
+        kept = list(present)
+        doomed: list[int] = []
+        while len(kept) > 2:
+            held = sum(self._stats.get(g, _Gen()).ckpts for g in kept[1:])
+            if held < keep:
+                break
+            doomed.append(kept.pop(0))
+        return doomed
+
+    def _drop(self, doomed: list[int]) -> None:
+        if not doomed:
+            return
+        for table in ("pb_records", "pb_snapshots"):
+            self._conn.execute(
+                f"DELETE FROM {table} WHERE execution_id = %s AND gen = ANY(%s)",
+                (self.execution_id, doomed),
+            )
+        freed: set[str] = set()
+        for gen in doomed:
+            self._gens.discard(gen)
+            stats = self._stats.pop(gen, None)
+            if stats:
+                freed |= stats.refs
+        for stats in self._stats.values():
+            freed -= stats.refs
+        for sha in freed:
+            self.blobs.remove(sha)
+
+    # ------------------------------------------------------------ metadata
+    def read_meta(self) -> dict | None:
+        return self.provider.read_meta(self.execution_id)
+
+    def write_meta(self, meta: dict) -> None:
+        """Meta and the columns workers query (status, program, hash), synchronously."""
+        with self._mutex:
+            self._fenced()
+            params = {
+                "id": self.execution_id,
+                "meta": dumps(meta).decode("utf-8", "surrogatepass"),
+                "status": str(meta.get("status") or ""),
+                "program": meta.get("program"),
+                "hash": meta.get("hash"),
+                "read": meta.get("inbox_read"),
+                "token": self._token,
+            }
+            sql = (
+                "UPDATE pb_executions SET meta = %(meta)s, status = %(status)s, "
+                "program = %(program)s, program_hash = %(hash)s, updated = now(), "
+                "inbox_read = coalesce(%(read)s, (SELECT count(*) FROM pb_inbox i "
+                "WHERE i.execution_id = %(id)s)) WHERE id = %(id)s"
+            )
+            if self._token is None:
+                self.provider._shared_write(sql, params, notify=True)
+                return
+            if self._run("_lease", sql + " AND token = %(token)s", params, fetch=False) != 1:
+                raise self._lose(
+                    f"lease lost: another process claimed it (our fencing token {self._token})"
+                )
+            self.provider._notify(self._lease)
+
+    # ------------------------------------------------------------ inspection
+    def disk_usage(self) -> int:
+        rows = self._query(
+            "SELECT (SELECT coalesce(sum(octet_length(frame)), 0) FROM pb_records "
+            "WHERE execution_id = %(id)s) + (SELECT coalesce(sum(octet_length(frame)), 0) "
+            "FROM pb_snapshots WHERE execution_id = %(id)s) + (SELECT "
+            "coalesce(sum(octet_length(data)), 0) FROM pb_blobs WHERE execution_id = %(id)s)",
+            {"id": self.execution_id},
+        )
+        return int(rows[0][0])
+
+    def _all_records(self) -> list[tuple[int, dict]]:
+        rows = self._query(
+            "SELECT seq, gen, frame FROM pb_records WHERE execution_id = %s ORDER BY seq",
+            (self.execution_id,),
+        )
+        out = []
+        for row in rows:
+            record = self._decode_quietly(row)
+            if record is None:
+                break
+            out.append((row[1], record))
+        return out
+
+    def checkpoint_records(self) -> list[dict]:
+        with self._mutex:
+            return [r for _, r in self._all_records() if r.get("k") == "ckpt"]
+
+    def checkpoints(self) -> list[tuple[int, int]]:
+        """(number, generation) of retained checkpoints whose generation can be rebuilt."""
+        with self._mutex:
+            rows = self._all_records()
+            snaps = {g for g, _ in self._snapshots(None)}
+            first = min([g for g, _ in rows] + list(snaps), default=0)
+            if first != 0 and first not in snaps:
+                return []
+            return [(r["n"], g) for g, r in rows if r.get("k") == "ckpt" and "n" in r]
+
+    def referenced_blobs(self) -> set[str]:
+        refs: set[str] = set()
+        for _, record in self._all_records():
+            self.blobs.resolve(record, refs)
+        for gen, frame in self._snapshots(None):
+            try:
+                refs |= self._read_snapshot(gen, frame, {})[2]
+            except (ValueError, AttributeError, MissingBlob):
+                continue
+        return refs
+
+
+def _who(owner: str | None) -> str:
+    host, _, rest = (owner or "unknown").partition(":")
+    pid = rest.partition(":")[0]
+    return f"process {pid} on {host}" if pid else owner or "another process"
+
+
+def wait_until(predicate: Any, timeout: float, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (for reconnects)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
