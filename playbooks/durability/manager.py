@@ -23,7 +23,7 @@ from . import log as logmod
 from . import serialization
 from .damage import refusal
 from .errors import decode_error, encode_error
-from .provider import FilesystemCheckpointProvider
+from .protocol import CheckpointProvider
 from .state import ExecutionState, FrameState, call_key
 from .varcache import VariableCache
 
@@ -69,7 +69,7 @@ def is_runtime_name(name: str) -> bool:
 class CheckpointManager:
     """Durable journal and checkpoints of one execution."""
 
-    def __init__(self, execution_id: str, provider: FilesystemCheckpointProvider) -> None:
+    def __init__(self, execution_id: str, provider: CheckpointProvider) -> None:
         self.execution_id = logmod.validate_execution_id(execution_id)
         self.provider = provider
         self.state: ExecutionState | None = None

@@ -309,7 +309,7 @@ class PostgresCheckpointProvider:
                 counts["generations_removed"] += log.retain(keep_last_n)
                 unused = sorted(log.blobs.names() - log.referenced_blobs())
                 if unused:
-                    log._transaction(lambda u=unused: [log.blobs.remove(s) for s in u], [])
+                    log._transaction(lambda u=unused, g=log: [g.blobs.remove(s) for s in u], [])
                 counts["blobs_removed"] += len(unused)
                 counts["bytes_freed"] += max(0, before - log.disk_usage())
             finally:
