@@ -142,8 +142,8 @@ class CheckpointManager:
 
     def barrier(self) -> None:
         """Make every record so far durable: called before any effect."""
-        if self._unsynced and self._log is not None:
-            self._log.sync()
+        if self._log is not None and (self._unsynced or getattr(self._log, "fenced", False)):
+            self._log.sync()  # a fenced (leased) log checks its fencing token every time
         self._unsynced = False
 
     def before_effect(self) -> None:
@@ -153,9 +153,15 @@ class CheckpointManager:
             _crash_point("effect", "before")
 
     def close(self) -> None:
-        if self._log is not None:
-            self.barrier()
-            self._log.close()
+        log = self._log
+        if log is not None:
+            try:
+                self.barrier()
+            except logmod.StorageError:
+                if not getattr(log, "lost", False):  # a lost lease was told already
+                    raise
+            finally:
+                log.close()
         self._log = None
 
     def _warn(self, message: str, *, quiet: bool = False) -> None:

@@ -219,6 +219,16 @@ class PostgresExecutionLog:
         return LeaseLost(f"execution {self.execution_id}: {why}")
 
     # ------------------------------------------------------------ ownership
+    @property
+    def fenced(self) -> bool:
+        """Owned through a lease: every barrier re-checks the token, even with nothing new."""
+        return self._token is not None
+
+    @property
+    def lost(self) -> bool:
+        """Another process claimed the execution: nothing more may be written."""
+        return self._lost is not None
+
     def lock(self) -> None:
         """Claim the execution: raise its fencing token, take the lease (database clock)."""
         with self._mutex:
