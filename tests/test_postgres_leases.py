@@ -197,8 +197,9 @@ def test_the_owner_reconnects_after_a_database_restart(postgres_dsn: str, pg_ser
 
 
 def test_an_unreachable_database_is_one_clear_error(tmp_path: Path) -> None:
-    from playbooks.durability import PostgresCheckpointProvider
     from pg_server import free_port
+
+    from playbooks.durability import PostgresCheckpointProvider
 
     provider = PostgresCheckpointProvider(
         f"postgresql://nobody:secret@127.0.0.1:{free_port()}/x", reconnect_timeout=0
