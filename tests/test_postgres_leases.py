@@ -96,16 +96,20 @@ def test_an_owner_whose_lease_was_taken_writes_nothing_and_causes_no_effect(
     _start(first)
     first.record_checkpoint("main", turn=0, cursor=0, statement="x = 1", variables={"x": 1})
     first.before_effect()
+    first.record_await("main", (0, 0, 0), "sent", None, {}, callee="Noop")  # sent at once
+    assert _records(postgres_dsn, "ex-1") == 3  # frame, checkpoint, await
     # the owner stalls: its lease runs out (set in the past with the database clock)
     _sql(postgres_dsn, "UPDATE pb_executions SET lease_until = now() - interval '1 second'")
     second = CheckpointManager("ex-1", _provider(postgres_dsn, lease=60))
     assert second.open().counter == 1  # claimed: the token went up
     stored = _records(postgres_dsn, "ex-1")
     with caplog.at_level(logging.ERROR, logger="playbooks.durability"):
+        # a statement's checkpoint waits for the next barrier, which refuses: no effect
+        first.record_checkpoint("main", turn=0, cursor=1, statement="x = 2", variables={"x": 2})
         with pytest.raises(LeaseLost):
-            first.record_checkpoint("main", turn=0, cursor=1, statement="x = 2", variables={"x": 2})
+            first.before_effect()
         with pytest.raises(LeaseLost):
-            first.before_effect()  # the barrier before an effect refuses: no effect happens
+            first.record_await("main", (0, 1, 0), "result", None, {}, callee="Noop")
         with pytest.raises(LeaseLost):
             first.write_meta({"status": "finished"})
     assert issubclass(LeaseLost, StorageError)
@@ -118,6 +122,7 @@ def test_an_owner_whose_lease_was_taken_writes_nothing_and_causes_no_effect(
     second.close()
     state = CheckpointManager("ex-1", _provider(postgres_dsn)).read_state()
     assert state.counter == 2 and state.frames["main"].vars["x"] == 3
+    assert "0.1.0" not in state.frames["main"].journal  # the stale await never landed
 
 
 def test_the_lease_is_renewed_while_the_main_thread_is_blocked(postgres_dsn: str) -> None:

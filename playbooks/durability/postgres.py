@@ -211,6 +211,9 @@ class PostgresCheckpointProvider:
 
     # ------------------------------------------------------------ the provider protocol
     def open_log(self, execution_id: str, *, create: bool = True) -> PostgresExecutionLog:
+        owner = self._owners.get(execution_id)
+        if owner is not None:  # a reader in the owner's process sees all it appended
+            owner.flush()
         return PostgresExecutionLog(self, execution_id, create=create)
 
     def codec(self) -> dict[str, Any]:

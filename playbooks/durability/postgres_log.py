@@ -145,6 +145,8 @@ class PostgresExecutionLog:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._loaded = False
+        self._dirty = False  # committed asynchronously since the last barrier
+        self._pending: list[tuple[int, int, bytes]] = []  # (seq, gen, frame) not sent yet
         self._gen = 0
         self._gens: set[int] = set()
         self._seq = 0
@@ -188,18 +190,19 @@ class PostgresExecutionLog:
                 if attempt or not conn.broken:
                     raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
                 self._reconnect(which)
-                if which == "_conn" and self._token is not None:
+                if self._token is not None:
                     self._check_continuity()
         raise AssertionError("unreachable")
 
     def _check_continuity(self) -> None:
         """After a reconnect: every record this process appended is still there
         (a database crash can lose commits that were not yet flushed)."""
-        rows = self._conn.execute(
-            "SELECT coalesce(max(seq), -1) FROM pb_records WHERE execution_id = %s",
-            (self.execution_id,),
-        ).fetchall()
-        if rows[0][0] < self._seq - 1:
+        sql = "SELECT coalesce(max(seq), -1) FROM pb_records WHERE execution_id = %s"
+        try:
+            rows = self._conn.execute(sql, (self.execution_id,)).fetchall()
+        except (self.provider._psycopg.OperationalError, AttributeError):
+            rows = self._reconnect("_conn").execute(sql, (self.execution_id,)).fetchall()
+        if rows[0][0] < self._seq - len(self._pending) - 1:
             self._lost = "records were lost when the database restarted"
             raise StorageError(
                 f"execution {self.execution_id}: records appended since the last barrier "
@@ -212,6 +215,7 @@ class PostgresExecutionLog:
 
     def _lose(self, why: str) -> LeaseLost:
         """Record the loss once, with one log line; later writes raise at once."""
+        self._pending.clear()
         if self._lost is None:
             self._lost = why
             logger.error("execution %s: %s; this process stops it", self.execution_id, why)
@@ -297,7 +301,29 @@ class PostgresExecutionLog:
                     "UPDATE pb_executions SET updated = now() WHERE id = %s", (self.execution_id,)
                 )
                 return
-            self._renew()
+            if self._pending or self._dirty:  # one synchronous commit: pending records,
+                params = self._params()  # the fence and the lease renewal, together
+                rows = self._run("_lease", self._BARRIER, params, fetch=True)
+                if not rows[0][0]:
+                    self._pending.clear()
+                    raise self._lose(
+                        f"lease lost: another process claimed it (our fencing token {self._token})"
+                    )
+                if rows[0][1] != len(self._pending):
+                    self._check_stored()
+                self._pending.clear()
+                self._dirty = False
+                return
+            held = self._run(  # nothing new: only the fence, read-only (no WAL, no flush)
+                "_lease",
+                "SELECT 1 FROM pb_executions WHERE id = %s AND token = %s",
+                (self.execution_id, self._token),
+                fetch=True,
+            )
+            if not held:
+                raise self._lose(
+                    f"lease lost: another process claimed it (our fencing token {self._token})"
+                )
 
     def close(self) -> None:
         with self._mutex:
@@ -453,6 +479,7 @@ class PostgresExecutionLog:
     def load(self) -> Loaded:
         """Newest valid snapshot + the records after it."""
         with self._mutex:
+            self.flush()
             self._loaded = True
             loaded, info = self._chain()
             self._gen = info["top"]
@@ -481,10 +508,25 @@ class PostgresExecutionLog:
             self.load()
 
     # ------------------------------------------------------------ writing
+    #: Kinds sent with the next record or barrier instead of at once: a
+    #: statement's checkpoint is pure progress (DESIGN §4: durable at the next
+    #: barrier), and anything sent later carries it first, so a kill loses at
+    #: most a suffix of them; results of calls and streamed text go at once.
+    DEFERRED = frozenset({"ckpt"})
+    _VALUES = (
+        "unnest(%(seqs)s::bigint[], %(gens)s::int[], %(frames)s::bytea[]) AS v(seq, gen, frame)"
+    )
     _INSERT = (
         "INSERT INTO pb_records (execution_id, seq, gen, frame) "
-        "SELECT id, %(seq)s, %(gen)s, %(frame)s FROM pb_executions "
-        "WHERE id = %(id)s AND token = %(token)s FOR SHARE ON CONFLICT DO NOTHING"
+        f"SELECT e.id, v.seq, v.gen, v.frame FROM pb_executions e, {_VALUES} "
+        "WHERE e.id = %(id)s AND e.token = %(token)s FOR SHARE OF e ON CONFLICT DO NOTHING"
+    )
+    _BARRIER = (
+        f"WITH ok AS ({_RENEW.replace('RETURNING 1', 'RETURNING id')}), "
+        "ins AS (INSERT INTO pb_records (execution_id, seq, gen, frame) "
+        f"SELECT ok.id, v.seq, v.gen, v.frame FROM ok, {_VALUES} "
+        "ON CONFLICT DO NOTHING RETURNING 1) "
+        "SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM ins)"
     )
 
     def append(self, record: dict, *, sync: bool = False) -> None:
@@ -504,22 +546,7 @@ class PostgresExecutionLog:
             else:
                 refs = set()
             frame = encode_record(data)
-            params = {
-                "seq": self._seq,
-                "gen": self._gen,
-                "frame": frame,
-                "id": self.execution_id,
-                "token": self._token,
-            }
-            if self._token is None:  # not claimed (tools, tests): unfenced, like a file
-                sql = (
-                    "INSERT INTO pb_records (execution_id, seq, gen, frame) "
-                    "VALUES (%(id)s, %(seq)s, %(gen)s, %(frame)s)"
-                )
-            else:
-                sql = self._INSERT
-            if self._write(sql, params) != 1:
-                self._appended_already(frame)
+            self._pending.append((self._seq, self._gen, frame))
             self._seq += 1
             self._appended += len(frame)
             stats = self._stats.setdefault(self._gen, _Gen())
@@ -533,20 +560,52 @@ class PostgresExecutionLog:
                 self._puts[record["id"]] = None
             if sync:
                 self.sync()
+            elif kind not in self.DEFERRED or self._token is None:
+                self._send()
 
-    def _appended_already(self, frame: bytes) -> None:
-        """An append touched no row: fenced out, or a retry of one that committed."""
+    def _params(self) -> dict:
+        return {
+            "seqs": [p[0] for p in self._pending],
+            "gens": [p[1] for p in self._pending],
+            "frames": [p[2] for p in self._pending],
+            "id": self.execution_id,
+            "token": self._token,
+            "lease": self.provider.lease,
+        }
+
+    def _send(self) -> None:
+        """Commit the pending records (asynchronously: a killed client loses none)."""
+        if not self._pending:
+            return
+        params = self._params()
+        if self._token is None:  # not claimed (tools, tests): unfenced, like a file
+            sql = (
+                "INSERT INTO pb_records (execution_id, seq, gen, frame) "
+                f"SELECT %(id)s, v.seq, v.gen, v.frame FROM {self._VALUES}"
+            )
+        else:
+            sql = self._INSERT
+        self._dirty = True
+        if self._write(sql, params) != len(self._pending):
+            self._check_stored()
+        self._pending.clear()
+
+    def _check_stored(self) -> None:
+        """Fewer rows than records went in: fenced out, or a retry of a commit that made it."""
+        first = self._pending[0][0]
         rows = self._query(
-            "SELECT e.token, r.frame FROM pb_executions e LEFT JOIN pb_records r "
-            "ON r.execution_id = e.id AND r.seq = %s WHERE e.id = %s",
-            (self._seq, self.execution_id),
+            "SELECT e.token, r.seq, r.frame FROM pb_executions e LEFT JOIN pb_records r "
+            "ON r.execution_id = e.id AND r.seq >= %s WHERE e.id = %s",
+            (first, self.execution_id),
         )
         if not rows or rows[0][0] != self._token:
             raise self._lose(
                 f"lease lost: another process claimed it (our fencing token {self._token})"
             )
-        if rows[0][1] is None or bytes(rows[0][1]) != frame:
-            raise StorageError(f"execution {self.execution_id}: record {self._seq} was not stored")
+        stored = {seq: bytes(frame) for _, seq, frame in rows if seq is not None}
+        for seq, _, frame in self._pending:
+            if stored.get(seq) != frame:
+                raise StorageError(f"execution {self.execution_id}: record {seq} was not stored")
 
     def should_snapshot(self) -> bool:
         with self._mutex:
@@ -558,6 +617,7 @@ class PostgresExecutionLog:
         with self._mutex:
             self._fenced()
             self._ensure_loaded()
+            self._send()  # the records the snapshot follows go first
             new = max(self._gens | {self._gen}) + 1
             ext, refs = self.blobs.externalize(state)
             payload: dict[str, Any] = {
@@ -595,6 +655,7 @@ class PostgresExecutionLog:
         """body() and the removal of the doomed generations, all or nothing, fenced."""
         if self._conn is None:
             raise StorageError(f"execution {self.execution_id}: only its owner can change it")
+        self._dirty = True
         try:
             with self._conn.transaction():
                 if self._token is not None:
@@ -696,7 +757,14 @@ class PostgresExecutionLog:
         )
         return int(rows[0][0])
 
+    def flush(self) -> None:
+        """Send what is pending (for readers in this process); not a barrier."""
+        with self._mutex:
+            if self._pending and self._lost is None:
+                self._send()
+
     def _all_records(self) -> list[tuple[int, dict]]:
+        self.flush()
         rows = self._query(
             "SELECT seq, gen, frame FROM pb_records WHERE execution_id = %s ORDER BY seq",
             (self.execution_id,),
