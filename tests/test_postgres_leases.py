@@ -201,6 +201,25 @@ def test_the_owner_reconnects_after_a_database_restart(postgres_dsn: str, pg_ser
     assert state.counter == 10 and state.frames["main"].vars["x"] == 9
 
 
+def test_a_waiting_worker_wakes_when_a_reply_arrives(postgres_dsn: str) -> None:
+    import threading
+
+    worker = _provider(postgres_dsn)
+    manager = CheckpointManager("ex-w", worker)
+    manager.open()
+    manager.write_meta({"execution_id": "ex-w", "status": "waiting", "inbox_read": 0})
+    manager.close()
+    assert worker.runnable(5) == []
+    worker.wait_for_work(0.01)  # listening from now on
+    woke = threading.Event()
+    thread = threading.Thread(target=lambda: (worker.wait_for_work(120), woke.set()))
+    thread.start()
+    _provider(postgres_dsn).append_inbox("ex-w", {"text": "yes"})  # another process replies
+    thread.join(60)  # far below the 120 s the worker would otherwise sleep
+    assert woke.is_set()
+    assert worker.runnable(5) == ["ex-w"]
+
+
 def test_an_unreachable_database_is_one_clear_error(tmp_path: Path) -> None:
     from pg_server import free_port
 

@@ -243,6 +243,7 @@ class PostgresCheckpointProvider:
         """Remove every row of the execution; refused while a live process owns it."""
         log = self.open_log(execution_id, create=False)
         log.lock()
+        log._stop.set()  # no renewal of a lease on a row about to go
         try:
             log._transaction(
                 lambda: [

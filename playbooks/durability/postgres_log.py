@@ -284,7 +284,7 @@ class PostgresExecutionLog:
 
     def _renew(self) -> None:
         with self._mutex:
-            if self._token is None or self._lost is not None:
+            if self._token is None or self._lost is not None or self._stop.is_set():
                 return
             params = {"id": self.execution_id, "lease": self.provider.lease, "token": self._token}
             if not self._run("_lease", _RENEW, params, fetch=True):
