@@ -32,6 +32,7 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "coldstart": ("benchmarks.cold_start", "6. Cold start"),
     "resume": ("benchmarks.resume_api", "7. resume_from_checkpoint after many statements"),
     "ckptcost": ("benchmarks.checkpoint_cost", "8. Checkpoint cost follows the change"),
+    "postgres": ("benchmarks.postgres", "9. Effects on PostgreSQL"),
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

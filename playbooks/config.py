@@ -68,8 +68,10 @@ class ModelConfig(_Strict):
 
 class DurabilityConfig(_Strict):
     enabled: bool = False
-    provider: Literal["filesystem"] = "filesystem"
-    path: str = ".checkpoints"
+    provider: Literal["filesystem", "postgres"] = "filesystem"
+    path: str = ".checkpoints"  # filesystem
+    dsn: str | None = Field(None, repr=False)  # postgres; may hold a password
+    lease_seconds: float = Field(15.0, gt=0)  # postgres: an owner silent this long loses it
     keep_last_n: int = Field(10, ge=1)
     fsync: bool = True
     allow_pickle: bool = False
@@ -116,7 +118,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "safety": SafetyConfig,
 }
 _TOP_SCALARS = ("max_llm_calls",)
-_SECRET_KEYS = frozenset({"model.api_key"})
+_SECRET_KEYS = frozenset({"model.api_key", "durability.dsn"})
 
 
 def load_config(

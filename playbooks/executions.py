@@ -29,6 +29,7 @@ from typing import Any
 
 from .config import Config
 from .durability import log as logmod
+from .durability import open_provider
 from .durability.manager import CheckpointManager, frame_view
 from .durability.provider import FilesystemCheckpointProvider
 from .durability.state import ExecutionState
@@ -42,10 +43,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def provider_for(config: Config) -> FilesystemCheckpointProvider:
-    d = config.durability
-    return FilesystemCheckpointProvider(
-        d.path, fsync=d.fsync, keep_last_n=d.keep_last_n, allow_pickle=d.allow_pickle
-    )
+    return open_provider(config.durability)  # type: ignore[return-value]
 
 
 def parse_duration(text: str) -> float:
@@ -153,11 +151,18 @@ class Summary:
         }
 
 
+def _owner_and_update(provider: Any, execution_id: str) -> tuple[int | None, float | None]:
+    """Who owns the execution (pid) and when it was last written."""
+    if hasattr(provider, "owner_pid"):  # a shared store: its lease tells
+        return provider.owner_pid(execution_id), provider.last_write(execution_id)
+    directory = provider.base_path / execution_id
+    return lock_owner(directory), last_write(directory)
+
+
 def summarize(provider: FilesystemCheckpointProvider, execution_id: str) -> Summary:
     """Status from the log (has it ended?), the lock (is a live process on it?) and
     meta.json (why did it stop?); a log that cannot be read is "damaged"."""
-    directory = provider.base_path / execution_id
-    owner = lock_owner(directory)
+    owner, updated = _owner_and_update(provider, execution_id)
     try:
         meta = provider.read_meta(execution_id) or {}
     except logmod.StorageError:
@@ -179,7 +184,7 @@ def summarize(provider: FilesystemCheckpointProvider, execution_id: str) -> Summ
         status="interrupted",
         program=str(info.get("program") or meta.get("program") or ""),
         created=info.get("created") or meta.get("created"),
-        updated=last_write(directory),
+        updated=updated,
         owner=owner,
         state=state,
         warnings=list(manager.warnings),
@@ -381,7 +386,11 @@ def collect(config: Config, *, finished: bool = False, older_than: float | None 
             removed += 1
             freed += size
             print(f"removed {execution_id}  {summary.status}  {size} bytes")
-    counts = logmod.gc(config.durability.path, keep_last_n=config.durability.keep_last_n)
+    keep = config.durability.keep_last_n
+    if hasattr(provider, "gc"):  # a shared store cleans itself up
+        counts = provider.gc(keep_last_n=keep)
+    else:
+        counts = logmod.gc(config.durability.path, keep_last_n=keep)
     counts["skipped_in_use"] += in_use
     counts["bytes_freed"] += freed
     counts = {"executions_removed": removed, **counts}

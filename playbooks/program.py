@@ -429,6 +429,8 @@ class Runner:
         except (KeyboardInterrupt, asyncio.CancelledError):
             self._finish("interrupted", "stopped by the user")
             raise
+        except logmod.StorageError:  # e.g. the lease was lost: nothing more may be written
+            raise
         except Exception as error:  # a Python playbook at the top raised
             message = describe_failure(error, program.path)  # FILE.pb:LINE: Type: message
             self.note(f"error: the program failed: {message}")

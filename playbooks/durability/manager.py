@@ -23,7 +23,7 @@ from . import log as logmod
 from . import serialization
 from .damage import refusal
 from .errors import decode_error, encode_error
-from .provider import FilesystemCheckpointProvider
+from .protocol import CheckpointProvider
 from .state import ExecutionState, FrameState, call_key, unfold
 from .varcache import VariableCache
 
@@ -73,7 +73,7 @@ def is_runtime_name(name: str) -> bool:
 class CheckpointManager:
     """Durable journal and checkpoints of one execution."""
 
-    def __init__(self, execution_id: str, provider: FilesystemCheckpointProvider) -> None:
+    def __init__(self, execution_id: str, provider: CheckpointProvider) -> None:
         self.execution_id = logmod.validate_execution_id(execution_id)
         self.provider = provider
         self.state: ExecutionState | None = None
@@ -158,8 +158,9 @@ class CheckpointManager:
         """Make every record so far durable: called before any effect.
 
         A checkpoint kept back is not needed for that: it only moves the cursor
-        past a statement that changed nothing, which a resume may run again."""
-        if self._unsynced and self._log is not None:
+        past a statement that changed nothing, which a resume may run again.
+        A fenced (leased) log checks its fencing token every time."""
+        if self._log is not None and (self._unsynced or getattr(self._log, "fenced", False)):
             self._log.sync()
         self._unsynced = False
 
@@ -170,10 +171,16 @@ class CheckpointManager:
             _crash_point("effect", "before")
 
     def close(self) -> None:
-        if self._log is not None:
-            self.flush()
-            self.barrier()
-            self._log.close()
+        log = self._log
+        if log is not None:
+            try:
+                self.flush()
+                self.barrier()
+            except logmod.StorageError:
+                if not getattr(log, "lost", False):  # a lost lease was told already
+                    raise
+            finally:
+                log.close()
         self._log = None
 
     def _warn(self, message: str, *, quiet: bool = False) -> None:

@@ -1,0 +1,566 @@
+"""One execution stored in PostgreSQL: its records, snapshots and blobs, and its lease.
+
+The same records as the file log (``records.encode_record`` frames, checked
+on every read), in rows instead of files. Generation G is snapshot G plus
+the records appended after it; recovery reads the newest snapshot that
+decodes and every record from its generation on, in sequence order.
+
+Writes are cheap until they matter. A record is one INSERT on a connection
+with ``synchronous_commit = off``: committed (a killed client loses nothing)
+but not yet flushed. The barrier before an effect (:meth:`sync`) is one
+synchronous UPDATE of the execution's row that checks the fencing token and
+renews the lease; its WAL flush covers every record before it. Every write
+is conditional on the token taken at the claim, and locks the execution's row
+in share mode, so a claim (FOR UPDATE) and a stale owner's write never
+interleave: once another process has claimed, the old owner's writes touch
+nothing and it gets :class:`LeaseLost`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .blobs import INLINE_MAX, dumps
+from .chain import _MARKERS, Loaded, StorageError, _Gen
+from .log import SNAPSHOT_FORMAT, ExecutionLocked, validate_execution_id
+from .postgres_read import PgBlobStore, PgReader
+from .records import encode_record
+
+if TYPE_CHECKING:
+    from .postgres import PostgresCheckpointProvider
+
+logger = logging.getLogger("playbooks.durability")
+MIN_SNAPSHOT_GAP = 16 * 1024
+
+ALIVE = """(e.owner IS NOT NULL AND e.lease_until > now() AND EXISTS (
+    SELECT 1 FROM pg_stat_activity a
+    WHERE a.pid = e.owner_pid AND a.backend_start = e.owner_started))"""
+_RENEW = """UPDATE pb_executions SET lease_until = now() + make_interval(secs => %(lease)s),
+    owner_pid = pg_backend_pid(), owner_started = (SELECT backend_start
+    FROM pg_stat_activity WHERE pid = pg_backend_pid()), updated = now()
+    WHERE id = %(id)s AND token = %(token)s RETURNING 1"""
+
+
+class LeaseLost(StorageError):
+    """Another process claimed this execution: this one may not write nor cause an effect."""
+
+
+class PostgresExecutionLog(PgReader):
+    """Storage of one execution in PostgreSQL; one owner (lease holder) appends."""
+
+    def __init__(
+        self, provider: PostgresCheckpointProvider, execution_id: str, *, create: bool = True
+    ) -> None:
+        self.execution_id = validate_execution_id(execution_id)
+        self.provider = provider
+        self.keep_last_n = max(0, provider.keep_last_n)
+        self.dir = Path(f"postgres:{execution_id}")  # names the execution in messages
+        if create:
+            provider._shared_write(
+                "INSERT INTO pb_executions (id) VALUES (%s) ON CONFLICT DO NOTHING",
+                (execution_id,),
+            )
+        elif not provider._exists(execution_id):
+            raise StorageError(f"no checkpoint data for execution {execution_id} in PostgreSQL")
+        self.blobs = PgBlobStore(self)
+        self._mutex = threading.RLock()
+        self._conn: Any = None  # appends: synchronous_commit off
+        self._lease: Any = None  # claim, barrier, renewal: synchronous commits
+        self._token: int | None = None
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._loaded = False
+        self._dirty = False  # committed asynchronously since the last barrier
+        self._pending: list[tuple[int, int, bytes]] = []  # (seq, gen, frame) not sent yet
+        self._gen = 0
+        self._gens: set[int] = set()
+        self._seq = 0
+        self._appended = 0
+        self._snap_size = 0
+        self._needs_snapshot = False
+        self._stats: dict[int, _Gen] = {}
+        self._puts: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ connections
+    def _reconnect(self, which: str) -> Any:
+        old = getattr(self, which)
+        if old is not None:
+            try:
+                old.close()
+            except Exception:
+                pass
+        conn = self.provider._connect(sync=which == "_lease", retry=True)
+        setattr(self, which, conn)
+        return conn
+
+    def _query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+        if self._conn is None:
+            return self.provider._shared_query(sql, params)
+        return self._run("_conn", sql, params, fetch=True)
+
+    def _write(self, sql: str, params: tuple | dict = ()) -> int:
+        """A fenced write when owned; returns the row count."""
+        if self._conn is None:
+            return self.provider._shared_write(sql, params)
+        return self._run("_conn", sql, params, fetch=False)
+
+    def _run(self, which: str, sql: str, params: Any, *, fetch: bool) -> Any:
+        psycopg = self.provider._psycopg
+        for attempt in (0, 1):
+            conn = getattr(self, which) or self._reconnect(which)
+            try:
+                cur = conn.execute(sql, params)
+                return cur.fetchall() if fetch else cur.rowcount
+            except psycopg.OperationalError as exc:
+                if attempt or not conn.broken:
+                    raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
+                self._reconnect(which)
+                if self._token is not None:
+                    self._check_continuity()
+        raise AssertionError("unreachable")
+
+    def _check_continuity(self) -> None:
+        """After a reconnect: every record this process appended is still there
+        (a database crash can lose commits that were not yet flushed)."""
+        sql = "SELECT coalesce(max(seq), -1) FROM pb_records WHERE execution_id = %s"
+        try:
+            rows = self._conn.execute(sql, (self.execution_id,)).fetchall()
+        except (self.provider._psycopg.OperationalError, AttributeError):
+            rows = self._reconnect("_conn").execute(sql, (self.execution_id,)).fetchall()
+        if rows[0][0] < self._seq - len(self._pending) - 1:
+            self._lost = "records were lost when the database restarted"
+            raise StorageError(
+                f"execution {self.execution_id}: records appended since the last barrier "
+                "were lost when the database restarted; run it again to resume from there"
+            )
+
+    def _fenced(self) -> None:
+        if self._lost is not None:
+            raise LeaseLost(f"execution {self.execution_id}: {self._lost}")
+
+    def _lose(self, why: str) -> LeaseLost:
+        """Record the loss once, with one log line; later writes raise at once."""
+        self._pending.clear()
+        if self._lost is None:
+            self._lost = why
+            logger.error("execution %s: %s; this process stops it", self.execution_id, why)
+        self._stop.set()
+        return LeaseLost(f"execution {self.execution_id}: {why}")
+
+    # ------------------------------------------------------------ ownership
+    @property
+    def fenced(self) -> bool:
+        """Owned through a lease: every barrier re-checks the token, even with nothing new."""
+        return self._token is not None
+
+    @property
+    def lost(self) -> bool:
+        """Another process claimed the execution: nothing more may be written."""
+        return self._lost is not None
+
+    def lock(self) -> None:
+        """Claim the execution: raise its fencing token, take the lease (database clock)."""
+        with self._mutex:
+            if self._token is not None:
+                return
+            lease = self._lease or self._reconnect("_lease")
+            with lease.transaction():
+                rows = lease.execute(
+                    f"SELECT e.owner, {ALIVE} FROM pb_executions e WHERE e.id = %s "
+                    "FOR UPDATE SKIP LOCKED",
+                    (self.execution_id,),
+                ).fetchall()
+                if not rows:
+                    raise ExecutionLocked(
+                        f"execution ID {self.execution_id} is being claimed by another process"
+                    )
+                owner, alive = rows[0]
+                if alive:
+                    raise ExecutionLocked(
+                        f"execution ID {self.execution_id} is in use by {_who(owner)}"
+                    )
+                params = {"id": self.execution_id, "lease": self.provider.lease, "token": None}
+                token = lease.execute(
+                    "UPDATE pb_executions SET token = token + 1, owner = %(owner)s "
+                    "WHERE id = %(id)s RETURNING token",
+                    {**params, "owner": self._owner},
+                ).fetchone()[0]
+                lease.execute(_RENEW, {**params, "token": token})
+            self._token = token
+            self._lost = None
+            self._reconnect("_conn")
+            self.provider._owners[self.execution_id] = self
+            self._stop.clear()
+            self._renewer = threading.Thread(
+                target=self._renew_loop, name=f"lease-{self.execution_id}", daemon=True
+            )
+            self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        """Keep the lease from a thread of its own, so blocking code cannot expire it."""
+        interval = max(0.05, self.provider.lease / 3)
+        while not self._stop.wait(interval):
+            try:
+                self._renew()
+            except LeaseLost:
+                return
+            except Exception:  # the database is away: try again next round
+                continue
+
+    def _renew(self) -> None:
+        with self._mutex:
+            if self._token is None or self._lost is not None or self._stop.is_set():
+                return
+            params = {"id": self.execution_id, "lease": self.provider.lease, "token": self._token}
+            if not self._run("_lease", _RENEW, params, fetch=True):
+                raise self._lose(
+                    f"lease lost: another process claimed it (our fencing token {self._token})"
+                )
+
+    def sync(self) -> None:
+        """The barrier: one synchronous commit that re-checks the token and renews the lease."""
+        with self._mutex:
+            self._fenced()
+            if self._token is None:
+                self.provider._shared_write(
+                    "UPDATE pb_executions SET updated = now() WHERE id = %s", (self.execution_id,)
+                )
+                return
+            if self._pending or self._dirty:  # one synchronous commit: pending records,
+                params = self._params()  # the fence and the lease renewal, together
+                rows = self._run("_lease", self._BARRIER, params, fetch=True)
+                if not rows[0][0]:
+                    self._pending.clear()
+                    raise self._lose(
+                        f"lease lost: another process claimed it (our fencing token {self._token})"
+                    )
+                if rows[0][1] != len(self._pending):
+                    self._check_stored()
+                self._pending.clear()
+                self._dirty = False
+                return
+            held = self._run(  # nothing new: only the fence, read-only (no WAL, no flush)
+                "_lease",
+                "SELECT 1 FROM pb_executions WHERE id = %s AND token = %s",
+                (self.execution_id, self._token),
+                fetch=True,
+            )
+            if not held:
+                raise self._lose(
+                    f"lease lost: another process claimed it (our fencing token {self._token})"
+                )
+
+    def close(self) -> None:
+        with self._mutex:
+            self._stop.set()
+            if self._token is not None:
+                if self.provider._owners.get(self.execution_id) is self:
+                    del self.provider._owners[self.execution_id]
+                if self._lost is None:
+                    try:  # one synchronous commit: everything appended is durable
+                        self._run(
+                            "_lease",
+                            "UPDATE pb_executions SET owner = NULL, lease_until = NULL, "
+                            "owner_pid = NULL, updated = now() WHERE id = %s AND token = %s;",
+                            (self.execution_id, self._token),
+                            fetch=False,
+                        )
+                        self.provider._notify(self._lease)
+                    except StorageError as error:
+                        logger.warning("execution %s: %s", self.execution_id, error)
+                self._token = None
+            for which in ("_conn", "_lease"):
+                conn = getattr(self, which)
+                if conn is not None:
+                    conn.close()
+                    setattr(self, which, None)
+        if self._renewer is not None and self._renewer is not threading.current_thread():
+            self._renewer.join()
+            self._renewer = None
+
+    def load(self) -> Loaded:
+        """Newest valid snapshot + the records after it."""
+        with self._mutex:
+            self.flush()
+            self._loaded = True
+            loaded, info = self._chain()
+            self._gen = info["top"]
+            self._seq = info["seq"]
+            self._stats = info["stats"]
+            self._puts = dict(loaded.puts)
+            self._appended = info["appended"]
+            snaps = self._query(
+                "SELECT gen, octet_length(frame) FROM pb_snapshots WHERE execution_id = %s",
+                (self.execution_id,),
+            )
+            gens = self._query(
+                "SELECT DISTINCT gen FROM pb_records WHERE execution_id = %s", (self.execution_id,)
+            )
+            self._gens = {g for g, _ in snaps} | {g for (g,) in gens} | {self._gen}
+            self._snap_size = dict(snaps).get(loaded.generation, 0)
+            self._needs_snapshot = loaded.needs_snapshot
+            return loaded
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.load()
+
+    # ------------------------------------------------------------ writing
+    #: Kinds sent with the next record or barrier instead of at once: a
+    #: statement's checkpoint is pure progress (DESIGN §4: durable at the next
+    #: barrier), and anything sent later carries it first, so a kill loses at
+    #: most a suffix of them; results of calls and streamed text go at once.
+    DEFERRED = frozenset({"ckpt"})
+    _VALUES = (
+        "unnest(%(seqs)s::bigint[], %(gens)s::int[], %(frames)s::bytea[]) AS v(seq, gen, frame)"
+    )
+    _INSERT = (
+        "INSERT INTO pb_records (execution_id, seq, gen, frame) "
+        f"SELECT e.id, v.seq, v.gen, v.frame FROM pb_executions e, {_VALUES} "
+        "WHERE e.id = %(id)s AND e.token = %(token)s FOR SHARE OF e ON CONFLICT DO NOTHING"
+    )
+    _BARRIER = (
+        f"WITH ok AS ({_RENEW.replace('RETURNING 1', 'RETURNING id')}), "
+        "ins AS (INSERT INTO pb_records (execution_id, seq, gen, frame) "
+        f"SELECT ok.id, v.seq, v.gen, v.frame FROM ok, {_VALUES} "
+        "ON CONFLICT DO NOTHING RETURNING 1) "
+        "SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM ins)"
+    )
+
+    def append(self, record: dict, *, sync: bool = False) -> None:
+        """Append one record (fenced); with sync it is durable when this returns."""
+        with self._mutex:
+            self._fenced()
+            self._ensure_loaded()
+            if self._needs_snapshot:
+                raise StorageError(
+                    f"execution {self.execution_id}: write a fresh snapshot before appending "
+                    "(recovery did not end at the end of the log)"
+                )
+            data = dumps(record)
+            if len(data) > INLINE_MAX or _MARKERS.search(data):
+                ext, refs = self.blobs.externalize(record)
+                data = dumps(ext)
+            else:
+                refs = set()
+            frame = encode_record(data)
+            self._pending.append((self._seq, self._gen, frame))
+            self._seq += 1
+            self._appended += len(frame)
+            stats = self._stats.setdefault(self._gen, _Gen())
+            stats.refs |= refs
+            kind = record.get("k")
+            if kind == "ckpt":
+                stats.ckpts += 1
+            elif kind == "put":
+                self._puts[record["id"]] = record.get("data")
+            elif kind == "forget":
+                self._puts[record["id"]] = None
+            if sync:
+                self.sync()
+            elif kind not in self.DEFERRED or self._token is None:
+                self._send()
+
+    def _params(self) -> dict:
+        return {
+            "seqs": [p[0] for p in self._pending],
+            "gens": [p[1] for p in self._pending],
+            "frames": [p[2] for p in self._pending],
+            "id": self.execution_id,
+            "token": self._token,
+            "lease": self.provider.lease,
+        }
+
+    def _send(self) -> None:
+        """Commit the pending records (asynchronously: a killed client loses none)."""
+        if not self._pending:
+            return
+        params = self._params()
+        if self._token is None:  # not claimed (tools, tests): unfenced, like a file
+            sql = (
+                "INSERT INTO pb_records (execution_id, seq, gen, frame) "
+                f"SELECT %(id)s, v.seq, v.gen, v.frame FROM {self._VALUES}"
+            )
+        else:
+            sql = self._INSERT
+        self._dirty = True
+        if self._write(sql, params) != len(self._pending):
+            self._check_stored()
+        self._pending.clear()
+
+    def _check_stored(self) -> None:
+        """Fewer rows than records went in: fenced out, or a retry of a commit that made it."""
+        first = self._pending[0][0]
+        rows = self._query(
+            "SELECT e.token, r.seq, r.frame FROM pb_executions e LEFT JOIN pb_records r "
+            "ON r.execution_id = e.id AND r.seq >= %s WHERE e.id = %s",
+            (first, self.execution_id),
+        )
+        if not rows or rows[0][0] != self._token:
+            raise self._lose(
+                f"lease lost: another process claimed it (our fencing token {self._token})"
+            )
+        stored = {seq: bytes(frame) for _, seq, frame in rows if seq is not None}
+        for seq, _, frame in self._pending:
+            if stored.get(seq) != frame:
+                raise StorageError(f"execution {self.execution_id}: record {seq} was not stored")
+
+    def should_snapshot(self) -> bool:
+        with self._mutex:
+            self._ensure_loaded()
+            return self._needs_snapshot or self._appended >= max(MIN_SNAPSHOT_GAP, self._snap_size)
+
+    def write_snapshot(self, state: dict, *, checkpoints: int = 0) -> None:
+        """Start generation G+1 from state and apply retention, in one fenced transaction."""
+        with self._mutex:
+            self._fenced()
+            self._ensure_loaded()
+            self._send()  # the records the snapshot follows go first
+            new = max(self._gens | {self._gen}) + 1
+            ext, refs = self.blobs.externalize(state)
+            payload: dict[str, Any] = {
+                "format": SNAPSHOT_FORMAT,
+                "gen": new,
+                "state": ext,
+                "seq": self._seq,
+            }
+            if self._puts:
+                payload["puts"], more = self.blobs.externalize(self._puts)
+                refs |= more
+            self._stats[new] = _Gen(0, set(refs))
+            present = sorted(self._gens | {new})
+            doomed = self._victims(present)
+            payload["history"] = {
+                str(g): {"ckpts": s.ckpts, "refs": sorted(s.refs)}
+                for g, s in sorted(self._stats.items())
+                if g < new and g in present and g not in doomed
+            }
+            data = encode_record(dumps(payload))
+            self._transaction(
+                lambda: self._write(
+                    "INSERT INTO pb_snapshots (execution_id, gen, frame) VALUES (%s, %s, %s)",
+                    (self.execution_id, new, data),
+                ),
+                doomed,
+            )
+            self._gens.add(new)
+            self._gen = new
+            self._appended = 0
+            self._snap_size = len(data)
+            self._needs_snapshot = False
+
+    def _transaction(self, body: Any, doomed: list[int]) -> None:
+        """body() and the removal of the doomed generations, all or nothing, fenced."""
+        if self._conn is None:
+            raise StorageError(f"execution {self.execution_id}: only its owner can change it")
+        self._dirty = True
+        try:
+            with self._conn.transaction():
+                if self._token is not None:
+                    held = self._conn.execute(
+                        "SELECT 1 FROM pb_executions WHERE id = %s AND token = %s FOR SHARE",
+                        (self.execution_id, self._token),
+                    ).fetchall()
+                    if not held:
+                        raise self._lose(
+                            "lease lost: another process claimed it "
+                            f"(our fencing token {self._token})"
+                        )
+                body()
+                self._drop(doomed)
+        except self.provider._psycopg.OperationalError as exc:
+            raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
+
+    def retain(self, keep_last_n: int | None = None) -> int:
+        with self._mutex:
+            self._fenced()
+            self._ensure_loaded()
+            if self._needs_snapshot:
+                return 0
+            doomed = self._victims(sorted(self._gens), keep_last_n)
+            if doomed:
+                self._transaction(lambda: None, doomed)
+            return len(doomed)
+
+    def _victims(self, present: list[int], keep_last_n: int | None = None) -> list[int]:
+        keep = self.keep_last_n if keep_last_n is None else max(0, keep_last_n)
+        kept = list(present)
+        doomed: list[int] = []
+        while len(kept) > 2:
+            held = sum(self._stats.get(g, _Gen()).ckpts for g in kept[1:])
+            if held < keep:
+                break
+            doomed.append(kept.pop(0))
+        return doomed
+
+    def _drop(self, doomed: list[int]) -> None:
+        if not doomed:
+            return
+        for table in ("pb_records", "pb_snapshots"):
+            self._conn.execute(
+                f"DELETE FROM {table} WHERE execution_id = %s AND gen = ANY(%s)",
+                (self.execution_id, doomed),
+            )
+        freed: set[str] = set()
+        for gen in doomed:
+            self._gens.discard(gen)
+            stats = self._stats.pop(gen, None)
+            if stats:
+                freed |= stats.refs
+        for stats in self._stats.values():
+            freed -= stats.refs
+        for sha in freed:
+            self.blobs.remove(sha)
+
+    # ------------------------------------------------------------ metadata
+    def read_meta(self) -> dict | None:
+        return self.provider.read_meta(self.execution_id)
+
+    def write_meta(self, meta: dict) -> None:
+        """Meta and the columns workers query (status, program, hash), synchronously."""
+        with self._mutex:
+            self._fenced()
+            params = {
+                "id": self.execution_id,
+                "meta": dumps(meta).decode("utf-8", "surrogatepass"),
+                "status": str(meta.get("status") or ""),
+                "program": meta.get("program"),
+                "hash": meta.get("hash"),
+                "read": meta.get("inbox_read"),
+                "token": self._token,
+            }
+            sql = (
+                "UPDATE pb_executions SET meta = %(meta)s, status = %(status)s, "
+                "program = %(program)s, program_hash = %(hash)s, updated = now(), "
+                "inbox_read = coalesce(%(read)s, (SELECT count(*) FROM pb_inbox i "
+                "WHERE i.execution_id = %(id)s)) WHERE id = %(id)s"
+            )
+            if self._token is None:
+                self.provider._shared_write(sql, params, notify=True)
+                return
+            if self._run("_lease", sql + " AND token = %(token)s", params, fetch=False) != 1:
+                raise self._lose(
+                    f"lease lost: another process claimed it (our fencing token {self._token})"
+                )
+            self.provider._notify(self._lease)
+
+    # ------------------------------------------------------------ inspection
+    def flush(self) -> None:
+        """Send what is pending (for readers in this process); not a barrier."""
+        with self._mutex:
+            if self._pending and self._lost is None:
+                self._send()
+
+
+def _who(owner: str | None) -> str:
+    host, _, rest = (owner or "unknown").partition(":")
+    pid = rest.partition(":")[0]
+    return f"process {pid} on {host}" if pid else owner or "another process"
