@@ -171,11 +171,17 @@ class AgentRuntime:
                 agent_id=member.id,
                 root=member.root,
                 runtime=self,
+                request_agent="" if self.alone else self._call_name(member),
             )
         self.members.append(member)
         if len([m for m in self.members if m.loop is not None]) > 1:
             self.alone = False
         return member
+
+    def _call_name(self, member: Member) -> str:
+        """The agent named in its LLM calls: its name, with its id when CreateAgent made it."""
+        declared = any(m.spec is member.spec and m.id < member.id for m in self.members)
+        return f"{member.name} {member.id}" if declared else member.name
 
     def _ai(self) -> list[Member]:
         return [m for m in self.members if m.loop is not None]
@@ -349,8 +355,11 @@ class AgentRuntime:
             if member is me:
                 continue
             kind = "a person" if member.loop is None else "an AI agent"
-            title = member.spec.title or member.name
-            lines.append(f"{member.name} ({member.address}, {kind}): {title}")
+            about = (member.spec.description or member.spec.title or "").strip()
+            about = about.splitlines()[0] if about else ""
+            lines.append(
+                f"{member.name} ({member.address}, {kind})" + (f": {about}" if about else "")
+            )
         return lines
 
     def concerns(self, loop: AgentLoop, event: dict) -> bool:

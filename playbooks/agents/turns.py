@@ -18,6 +18,7 @@ through the same executor, so its awaits are journaled the same way.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import sys
 from collections.abc import Callable
@@ -52,6 +53,12 @@ from ..llm.prompts import render_state
 
 __all__ = ["AgentLoop", "Interpreter", "Limits", "ProgramEnd", "ProgramFailed"]
 
+#: The playbook calls of the running task, outermost first (the prompt's call stack):
+#: per task, since another agent's task may run one of this agent's playbooks.
+_STACK: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "playbooks_call_stack", default=()
+)
+
 
 @dataclass
 class AgentLoop:
@@ -73,7 +80,6 @@ class AgentLoop:
     #: The name its LLM calls carry when the program has several agents ("" otherwise).
     request_agent: str = ""
     _claimed: set[str] = field(default_factory=set)
-    _stack: list[str] = field(default_factory=list)
     #: The agent's state: one namespace shared by all its Markdown playbooks, so
     #: ``$name`` set by one playbook is read by another (arguments are per call).
     _state: dict[str, Any] | None = None
@@ -187,7 +193,11 @@ class AgentLoop:
                 )
             else:
                 variables = {k: self.manager.decode(v) for k, v in stored.vars.items()} or variables
-        self._stack.append(spec.name)
+        outside = CURRENT_CALL.get() is not None and agent_of(frame_id) != agent_of(
+            CURRENT_CALL.get() or ""
+        )
+        label = f"{self.agent.name}.{spec.name}" if outside else spec.name
+        stack = _STACK.set((*_STACK.get(), label))
         try:
             if spec.kind == "python":
                 value = await self._run_python(spec, frame_id, variables, stored)
@@ -198,7 +208,7 @@ class AgentLoop:
                 self.manager.record_end(frame_id, error=error)
             raise
         finally:
-            self._stack.pop()
+            _STACK.reset(stack)
         if self.manager is not None:
             self.manager.record_end(frame_id, value)
         return value
@@ -449,7 +459,7 @@ class AgentLoop:
             variables={
                 f"${k}": short_repr(v, 1000) for k, v in variables.items() if k not in spec.params
             },
-            call_stack=list(self._stack),
+            call_stack=list(_STACK.get()),
             history=list(history),
             signature=signature(spec),
             description=spec.description,
