@@ -20,6 +20,7 @@ at once on ``EndProgram()`` / ``Yld("exit")`` from any agent.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class Member:
     waiter: asyncio.Future | None = None
     wait_from: int | None = None  # waiting for a message from this agent only
     person: bool = False  # waiting to serve: may read the person when nothing else can come
+    given: dict[str, Any] = field(default_factory=dict)  # CreateAgent's arguments: its state
     done: bool = False
     task: asyncio.Task | None = None
 
@@ -173,6 +175,8 @@ class AgentRuntime:
                 runtime=self,
                 request_agent="" if self.alone else self._call_name(member),
             )
+        if member.loop is not None and member.given:
+            member.loop.agent_state().update(member.given)
         self.members.append(member)
         if len([m for m in self.members if m.loop is not None]) > 1:
             self.alone = False
@@ -222,7 +226,8 @@ class AgentRuntime:
         """Deliver a message (or drop a resend of one already consumed)."""
         mail = {"id": id, "from": sender, "to": to, "text": text}
         source, target = self.member(sender), self.member(to)
-        event = {"event": "message", "id": id, "from": source.name, "to": target.name}
+        names = self._call_name(source), self._call_name(target)
+        event = {"event": "message", "id": id, "from": names[0], "to": names[1]}
         if self.on_message is not None:
             self.on_message(event | {"text": text})
         if id in self._consumed or any(m["id"] == id for m in target.inbox):
@@ -319,7 +324,12 @@ class AgentRuntime:
                 out.setdefault(name, AgentProxy(member))
 
         async def CreateAgent(agent_type: str, *args: Any, **kwargs: Any) -> str:
-            return self._create(str(agent_type))
+            """A new agent of a declared type; a second argument (or ``name=``) names it,
+            and the keyword arguments become its variables."""
+            given = dict(kwargs)
+            if args:
+                given.setdefault("name", args[0])
+            return self._create(str(agent_type), given)
 
         out["CreateAgent"] = CreateAgent
         return out
@@ -369,7 +379,7 @@ class AgentRuntime:
         return event.get("agent") in names or event.get("to") in names
 
     # -- CreateAgent --------------------------------------------------------------
-    def _create(self, agent_type: str) -> str:
+    def _create(self, agent_type: str, given: dict[str, Any]) -> str:
         spec = self.program.agent(agent_type) or next(
             (m.spec for m in self.members if m.name == agent_type), None
         )
@@ -377,8 +387,9 @@ class AgentRuntime:
             known = ", ".join(a.name for a in self.program.agents if a.kind != "human")
             raise ValueError(f"CreateAgent: no AI agent type {agent_type!r}; types: {known}")
         number = max(m.id for m in self.members) + 1
-        member = self._add(Member(number, spec, f"agent{number}"))
-        note("agent", {"id": number, "type": spec.name})
+        given = {k: v for k, v in given.items() if isinstance(v, (str, int, float, bool))}
+        member = self._add(Member(number, spec, f"agent{number}", given=given))
+        note("agent", {"id": number, "type": spec.name, "given": given})
         self._start(member)
         return member.address
 
@@ -389,7 +400,8 @@ class AgentRuntime:
         for made in self.manager.open().created:
             spec = self.program.agent(made["type"])
             if spec is not None and all(m.id != made["id"] for m in self.members):
-                self._add(Member(made["id"], spec, f"agent{made['id']}"))
+                given = made.get("given") or {}
+                self._add(Member(made["id"], spec, f"agent{made['id']}", given=given))
 
     def _restore_inboxes(self) -> None:
         if self.manager is None:
@@ -414,7 +426,9 @@ class AgentRuntime:
             self._settle()
 
     def _start(self, member: Member) -> None:
-        member.task = detached_task(self._life(member))
+        """The agent's task starts in an empty context: outside every statement's keys
+        and records, whichever await (CreateAgent) started it."""
+        member.task = contextvars.Context().run(detached_task, self._life(member))
 
     async def run(self) -> Any:
         """Run every agent; the first agent's result is the program's."""

@@ -1,0 +1,135 @@
+"""The multi-agent examples run offline from their recorded responses, in the
+reference dialect (`Say("agent 1001", ...)`, `Yld("agent 1001")`, `CreateAgent`),
+and survive a SIGKILL before any of their effects: killed, rerun, the person
+sees the uninterrupted transcript, each agent message is delivered once, and
+the agents CreateAgent made come back instead of being made again."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from killing import ROOT, child_env, transcript_check
+
+from playbooks.durability import CheckpointManager, FilesystemCheckpointProvider
+
+EXAMPLES = ROOT / "examples"
+WORKERS = 3
+TAX_SAID = ["What is your gross income?", "With a tax rate of 15%, your tax is $12,000.00."]
+TAX_MESSAGES = [
+    ("HostAgent", "TaxAccountantAgent", "What tax rate applies to a gross income of 80000?"),
+    ("TaxAccountantAgent", "HostAgent", "15"),
+]
+NEGOTIATION_SAID = [
+    "Bill the seller here. A buyer has arrived (agent 1003): watch us haggle over a pen.",
+    "Sold the pen for $75.",
+    "I quit!",
+]
+
+
+def run(
+    name: str, workdir: Path, messages: list[str], *, durable: bool = False, crash_at: str = ""
+) -> subprocess.CompletedProcess:
+    replay = EXAMPLES / f"{name}.replay.jsonl"
+    config = f'[model]\nname = "replay:{replay}"\n'
+    if durable:
+        config += '[durability]\nenabled = true\nfsync = false\npath = "ckpt"\n'
+    (workdir / "playbooks.toml").write_text(config)
+    cmd = [sys.executable, "-m", "playbooks.cli", "run", str(EXAMPLES / f"{name}.pb"), "--json"]
+    for message in messages:
+        cmd += ["--message", message]
+    env = child_env({"PLAYBOOKS_CRASH_AT": crash_at} if crash_at else None)
+    return subprocess.run(
+        cmd, cwd=workdir, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+
+
+def events(done: subprocess.CompletedProcess) -> list[dict]:
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_tax_asks_the_accountant_by_message(tmp_path: Path) -> None:
+    done = run("tax", tmp_path, ["80000"])
+    assert done.returncode == 0, done.stderr
+    seen = events(done)
+    assert [e["text"] for e in seen if e["event"] == "say"] == TAX_SAID
+    sent = [(e["from"], e["to"], e["text"]) for e in seen if e["event"] == "message"]
+    assert sent == TAX_MESSAGES
+    assert not [e for e in seen if e["event"] == "code_error"]
+
+
+def test_tax_rate_depends_on_the_income(tmp_path: Path) -> None:
+    seen = events(run("tax", tmp_path, ["250,000"]))
+    assert seen[-1] == {"event": "end", "status": "finished", "result": None}
+    said = [e["text"] for e in seen if e["event"] == "say"]
+    assert said[-1] == "With a tax rate of 25%, your tax is $62,500.00."
+
+
+def test_negotiation_creates_the_buyer_and_the_boss(tmp_path: Path) -> None:
+    done = run("negotiation", tmp_path, [])
+    assert done.returncode == 0, done.stderr
+    seen = events(done)
+    assert [e["text"] for e in seen if e["event"] == "say"] == NEGOTIATION_SAID
+    sent = [(e["from"], e["to"]) for e in seen if e["event"] == "message"]
+    assert sent[:2] == [("Seller", "Buyer 1003"), ("Buyer 1003", "Seller")]
+    assert ("Seller", "Boss 1004") in sent and ("Boss 1004", "Seller") in sent
+    assert not [e for e in seen if e["event"] == "code_error"]
+
+
+def _killed(args: tuple[str, Path, int]) -> dict | None:
+    name, workdir, k = args
+    workdir.mkdir()
+    messages = ["80000"] if name == "tax" else []
+    first = run(name, workdir, messages, durable=True, crash_at=f"effect:{k}")
+    if first.returncode == 0:
+        return None  # past the last effect
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    second = run(name, workdir, messages, durable=True)
+    assert second.returncode == 0, second.stderr
+    shown = [
+        (e["id"], e["text"]) for d in (first, second) for e in events(d) if e["event"] == "say"
+    ]
+    provider = FilesystemCheckpointProvider(workdir / "ckpt")
+    (execution,) = provider.list_executions()
+    state = CheckpointManager(execution, provider).read_state()
+    sent = [m["id"] for m in state.transcript if m.get("event") == "message"]
+    return {
+        "k": k,
+        "shown": shown,
+        "sent_once": len(sent) == len(set(sent)),
+        "received_once": len(state.received) == len(set(state.received)),
+        "created": [c["id"] for c in state.created],
+        "sent": sent,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "stride"), [("tax", 1), ("negotiation", 2)])
+def test_killed_before_every_effect(name: str, stride: int, tmp_path: Path) -> None:
+    """tax: before each of its effects; negotiation (30 effects): every second one."""
+    baseline = run(name, tmp_path, ["80000"] if name == "tax" else [], durable=True)
+    expected = [(e["id"], e["text"]) for e in events(baseline) if e["event"] == "say"]
+    results: list[dict] = []
+    k = 1
+    with ThreadPoolExecutor(WORKERS) as pool:
+        while True:
+            batch = [
+                (name, tmp_path / f"k{k + i}", k + i) for i in range(0, WORKERS * stride, stride)
+            ]
+            found = [r for r in pool.map(_killed, batch) if r]
+            results += found
+            if len(found) < len(batch):
+                break
+            k += WORKERS * stride
+    assert len(results) >= 8
+    for result in results:
+        assert transcript_check(result["shown"], expected)[0], result
+        assert result["sent_once"] and result["received_once"], result
+        if name == "negotiation":
+            assert result["created"] == [1003, 1004], result  # recreated, never made twice
+            assert len(result["sent"]) >= 8, result
