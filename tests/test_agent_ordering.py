@@ -100,3 +100,32 @@ def test_journal_keys_do_not_depend_on_interleaving(tmp_path: Path) -> None:
     assert frames == {"main", "agent1001", "main#1", "agent1001#1"}  # then they serve
     assert ("main", 0, 2, "0", "Say") in alpha_first  # Alpha's message id: main/0.2.0
     assert ("agent1001", 0, 3, "0", "Say") in alpha_first
+
+
+def test_a_resent_message_is_dropped_at_the_receiver(tmp_path: Path) -> None:
+    """A message id is the sender's call id: the same id again (a sender resumed
+    before its Say was recorded) is not queued twice, nor after it was consumed."""
+    path = tmp_path / "pair.pb"
+    path.write_text(PROGRAM)
+    program = load_program(str(path))
+    human = Human(json_mode=True, out=io.StringIO())
+    try:
+        runtime = AgentRuntime(
+            program,
+            lambda spec: Agent.load(spec, str(path)).python_globals,
+            llm=Skewed({}),
+            conversation=human,
+        )
+        beta = runtime.member(1001)
+        runtime.send(id="main/0.2.0", sender=1000, to=1001, text="hello Beta")
+        runtime.send(id="main/0.2.0", sender=1000, to=1001, text="hello Beta")
+        assert [m["id"] for m in beta.inbox] == ["main/0.2.0"]
+        got = asyncio.run(runtime.receive(receiver=1001, source=1000))
+        assert got["text"] == "hello Beta" and got["sender"] == "agent 1000"
+        runtime.send(id="main/0.2.0", sender=1000, to=1001, text="hello Beta")
+        assert beta.inbox == []
+        assert runtime.address("agent Beta") == ("agent", 1001, "Beta")
+        assert runtime.address("1000") == ("agent", 1000, "Alpha")
+        assert runtime.address("user")[0] == "person"
+    finally:
+        human.detach()
