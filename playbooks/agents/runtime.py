@@ -102,12 +102,13 @@ class AgentProxy:
         spec = member.spec.playbook(name)
         public = [p.name for p in member.spec.playbooks if p.public]
         if spec is None or not spec.public:
-            what = "has no playbook" if spec is None else "has a playbook"
             offer = ", ".join(public) if public else "none"
-            raise AttributeError(
-                f"agent {member.name} {what} {name} that other agents may call "
-                f"(only public playbooks can be called; its public ones: {offer})"
+            what = (
+                f"agent {member.name} has no playbook {name}"
+                if spec is None
+                else f"{name} of agent {member.name} is not public: other agents cannot call it"
             )
+            raise AttributeError(f"{what} (its public playbooks: {offer})")
         loop = member.loop
         assert loop is not None
 
