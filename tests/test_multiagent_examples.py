@@ -25,6 +25,7 @@ TAX_MESSAGES = [
     ("HostAgent", "TaxAccountantAgent", "What tax rate applies to a gross income of 80000?"),
     ("TaxAccountantAgent", "HostAgent", "15"),
 ]
+MEETING_SAID = ["Correct! (Participant: pizza)", "The meeting is over: the guess was correct."]
 NEGOTIATION_SAID = [
     "Bill the seller here. A buyer has arrived (agent 1003): watch us haggle over a pen.",
     "Sold the pen for $75.",
@@ -108,10 +109,27 @@ def _killed(args: tuple[str, Path, int]) -> dict | None:
     }
 
 
+def test_meeting_with_shared_state(tmp_path: Path) -> None:
+    """The host saves a food in the meeting's shared state, the attendee reads it
+    and says it in the meeting; the meeting ends when the host's playbook returns."""
+    done = run("meeting", tmp_path, [])
+    assert done.returncode == 0, done.stderr
+    seen = events(done)
+    assert [e["text"] for e in seen if e["event"] == "say"] == MEETING_SAID
+    talk = [(e["from"], e["to"], e["text"]) for e in seen if e["event"] == "message"]
+    assert talk == [
+        ("Host", "meeting 100", "Please guess the food item I saved in the shared state."),
+        ("Participant 1002", "meeting 100", "pizza"),
+        ("Host", "meeting 100", "Correct!"),
+        ("Participant 1002", "meeting 100", "Goodbye!"),
+    ]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "stride"), [("tax", 1), ("negotiation", 2)])
+@pytest.mark.parametrize(("name", "stride"), [("tax", 1), ("negotiation", 2), ("meeting", 1)])
 def test_killed_before_every_effect(name: str, stride: int, tmp_path: Path) -> None:
-    """tax: before each of its effects; negotiation (30 effects): every second one."""
+    """tax and meeting: before each of their effects (attendees waiting included);
+    negotiation (30 effects): every second one."""
     baseline = run(name, tmp_path, ["80000"] if name == "tax" else [], durable=True)
     expected = [(e["id"], e["text"]) for e in events(baseline) if e["event"] == "say"]
     results: list[dict] = []
@@ -130,6 +148,8 @@ def test_killed_before_every_effect(name: str, stride: int, tmp_path: Path) -> N
     for result in results:
         assert transcript_check(result["shown"], expected)[0], result
         assert result["sent_once"] and result["received_once"], result
+        if name == "meeting":
+            assert result["created"] == [1002] and len(result["sent"]) == 4, result
         if name == "negotiation":
             assert result["created"] == [1003, 1004], result  # recreated, never made twice
             assert len(result["sent"]) >= 8, result

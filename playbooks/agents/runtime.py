@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class Member:
     inbox: list[dict] = field(default_factory=list)
     waiter: asyncio.Future | None = None
     wait_from: int | None = None  # waiting for a message from this agent only
+    wait_meeting: int | None = None  # waiting for a message of this meeting only
     person: bool = False  # waiting to serve: may read the person when nothing else can come
     given: dict[str, Any] = field(default_factory=dict)  # CreateAgent's arguments: its state
     done: bool = False
@@ -88,6 +90,21 @@ class Member:
     @property
     def address(self) -> str:
         return f"agent {self.id}"
+
+
+@dataclass
+class Meeting:
+    """A meeting: open while its host's meeting playbook runs."""
+
+    number: int
+    host: int
+    topic: str
+    attendees: list[int]
+    open: bool = True
+
+    @property
+    def address(self) -> str:
+        return f"meeting {self.number}"
 
 
 class AgentProxy:
@@ -148,6 +165,8 @@ class AgentRuntime:
         self.on_event = on_event
         self.on_message = on_message
         self.members: list[Member] = []
+        self.meetings: dict[int, Meeting] = {}
+        self.shared: dict[int, dict[str, Any]] = {}  # each meeting's shared state
         self._consumed: set[str] = set()
         main = main_agent(program)
         if main is None:
@@ -215,7 +234,8 @@ class AgentRuntime:
         if text.lower() in _PERSON:
             return "person", None, "user"
         if text.lower().startswith("meeting"):
-            return "meeting", None, text
+            number = text.split(",")[0].split()[-1]
+            return "meeting", int(number) if number.isdigit() else None, f"meeting {number}"
         member = self.find(text)
         if member is None:
             return "unknown", None, text
@@ -238,15 +258,23 @@ class AgentRuntime:
 
     def _deliver(self, target: Member, message: dict) -> None:
         waiter = target.waiter
-        if waiter is not None and not waiter.done():
-            if target.wait_from is None or target.wait_from == message["from"]:
-                self._wake(target, message)
-                return
+        if waiter is not None and not waiter.done() and self._matches(target, message):
+            self._wake(target, message)
+            return
         target.inbox.append(message)
+
+    @staticmethod
+    def _matches(member: Member, message: dict) -> bool:
+        if member.wait_meeting is not None:
+            return message.get("meeting") == member.wait_meeting and "invite" not in message
+        if member.wait_from is not None:
+            return message["from"] == member.wait_from and "meeting" not in message
+        return True
 
     def _wake(self, member: Member, value: Any) -> None:
         waiter = member.waiter
         member.waiter, member.wait_from, member.person = None, None, False
+        member.wait_meeting = None
         if waiter is None or waiter.done():
             return
         if isinstance(value, BaseException):
@@ -256,27 +284,37 @@ class AgentRuntime:
                 self._consumed.add(value["id"])
             waiter.set_result(value)
 
-    def _take(self, member: Member, source: int | None) -> dict | None:
+    def _take(self, member: Member) -> dict | None:
         for index, message in enumerate(member.inbox):
-            if source is None or message["from"] == source:
+            if self._matches(member, message):
                 del member.inbox[index]
                 self._consumed.add(message["id"])
                 return message
         return None
 
-    async def _wait(self, member: Member, source: int | None, *, person: bool) -> Any:
-        found = self._take(member, source)
+    async def _wait(
+        self, member: Member, source: int | None, *, person: bool, meeting: int | None = None
+    ) -> Any:
+        member.wait_from, member.wait_meeting = source, meeting
+        found = self._take(member)
+        if found is None and meeting is not None:
+            held = self.meetings.get(meeting)
+            if held is not None and not held.open:
+                found = self._ended(member, held)
         if found is not None:
+            member.wait_from = member.wait_meeting = None
             return found
         member.waiter = asyncio.get_running_loop().create_future()
-        member.wait_from, member.person = source, person
+        member.person = person
         waiter = member.waiter
         self._settle()
         return await waiter
 
-    async def receive(self, *, receiver: int, source: int | None) -> dict:
-        """The next message for ``receiver`` (from ``source`` only, when given)."""
-        return await self._wait(self.member(receiver), source, person=False)
+    async def receive(
+        self, *, receiver: int, source: int | None, meeting: int | None = None
+    ) -> dict:
+        """The next message for ``receiver`` (from ``source`` only, or of ``meeting``)."""
+        return await self._wait(self.member(receiver), source, person=False, meeting=meeting)
 
     async def next_message(self, receiver: int, *, person: bool) -> Any:
         """For a serving agent: a message, ``"person"`` (read the person now), or None."""
@@ -300,7 +338,15 @@ class AgentRuntime:
                 self._wake(member, "person")
                 return
         for member in waiting:
-            if member.wait_from is None:
+            if member.wait_meeting is not None:
+                self._wake(
+                    member,
+                    NoMessageCanCome(
+                        f"no message can come in meeting {member.wait_meeting}: every agent "
+                        "is waiting and none is on its way"
+                    ),
+                )
+            elif member.wait_from is None:
                 self._wake(member, None)
             else:
                 source = self.member(member.wait_from)
@@ -312,6 +358,97 @@ class AgentRuntime:
                         "unless you sent it something that needs an answer"
                     ),
                 )
+
+    # -- meetings ------------------------------------------------------------------
+    def meeting_call(self, spec: Any, kwargs: dict) -> dict:
+        """Take a meeting playbook's own arguments (topic, attendees) out of a call."""
+        attendees = kwargs.pop("attendees", None)
+        if attendees is None:
+            attendees = spec.metadata.get("required_attendees") or []
+        if isinstance(attendees, str):
+            attendees = [attendees]
+        return {
+            "join": kwargs.pop("__join__", None),
+            "playbook": spec.name,
+            "topic": str(kwargs.pop("topic", "") or spec.title or spec.name),
+            "attendees": list(attendees),
+        }
+
+    def enter_meeting(self, loop: AgentLoop, frame_id: str, call: dict, known: Any) -> dict:
+        """The host opens its meeting (again, on resume) and invites the attendees; an
+        attendee joins. Returns the variables the meeting playbook runs with."""
+        me = self._of(loop)
+        if call["join"] is not None:
+            held = self.meetings.get(call["join"])
+            number = call["join"]
+            return {"meeting_id": f"meeting {number}", "meeting_topic": held.topic if held else ""}
+        if known:
+            number = int(str(known).split()[-1])
+        else:
+            number = max([99, *self.meetings]) + 1
+        attendees = []
+        for who in call["attendees"]:
+            member = self.find(str(who))
+            if member is None and str(who).lower() not in _PERSON:
+                raise ValueError(f"meeting attendee {who!r}: no such agent")
+            if member is not None and member is not me and member.id not in attendees:
+                attendees.append(member.id)
+        meeting = Meeting(number, me.id, call["topic"], attendees)
+        self.meetings[number] = meeting
+        for member_id in attendees:
+            member = self.member(member_id)
+            if member.loop is None:
+                continue
+            invite = f"You are invited to {meeting.address} by {me.name}: {meeting.topic}"
+            mail = {"id": f"{frame_id}>invite{member_id}", "from": me.id, "to": member_id}
+            mail |= {"text": invite, "meeting": number, "invite": call["playbook"]}
+            if mail["id"] not in self._consumed and all(
+                m["id"] != mail["id"] for m in member.inbox
+            ):
+                self._deliver(member, mail | {"sender": meeting.address})
+        names = [self.member(a).name for a in attendees]
+        return {"meeting_id": meeting.address, "meeting_topic": meeting.topic, "attendees": names}
+
+    def leave_meeting(self, loop: AgentLoop, address: Any) -> None:
+        """The host's meeting playbook returned: the meeting ends for everyone."""
+        if not address:
+            return
+        held = self.meetings.get(int(str(address).split()[-1]))
+        if held is None or held.host != self._of(loop).id or not held.open:
+            return
+        held.open = False
+        note("closed", held.number)
+        for member in self.members:
+            if member.waiter is not None and member.wait_meeting == held.number:
+                self._wake(member, self._ended(member, held))
+
+    def _ended(self, member: Member, held: Meeting) -> dict:
+        marker = f"{held.address}>ended{member.id}"
+        self._consumed.add(marker)
+        return {"id": marker, "from": held.host, "text": f"({held.address} has ended)"}
+
+    def broadcast(self, *, id: str, sender: int, meeting: int, text: str) -> list[dict]:
+        """A message to every other attendee of a meeting (the host included)."""
+        held = self.meetings.get(meeting)
+        if held is None or not held.open:
+            raise ValueError(f"meeting {meeting} is not open: it has ended or never started")
+        source = self.member(sender)
+        if self.on_message is not None:
+            event = {"event": "message", "id": id, "from": self._call_name(source)}
+            self.on_message(event | {"to": held.address, "text": text})
+        mails = []
+        for member_id in [held.host, *held.attendees]:
+            member = self.member(member_id)
+            if member_id == sender or member.loop is None:
+                continue
+            mail = {"id": f"{id}>{member_id}", "from": sender, "to": member_id}
+            mail |= {"text": f"{source.name}: {text}", "meeting": meeting}
+            mails.append(mail)
+            if mail["id"] not in self._consumed and all(
+                m["id"] != mail["id"] for m in member.inbox
+            ):
+                self._deliver(member, mail | {"sender": held.address})
+        return mails
 
     # -- what generated code and prompts see ----------------------------------
     def extras(self, loop: AgentLoop) -> dict[str, Any]:
@@ -332,7 +469,24 @@ class AgentRuntime:
                 given.setdefault("name", args[0])
             return self._create(str(agent_type), given)
 
+        async def MeetingState(meeting: str, **updates: Any) -> dict:
+            """The meeting's shared state, after writing ``updates`` into it (journaled)."""
+            kind, number, _ = self.address(str(meeting))
+            if kind != "meeting" or number is None:
+                raise ValueError(
+                    f"MeetingState: {meeting!r} is not a meeting (write 'meeting 100')"
+                )
+            if updates:
+                try:
+                    json.dumps(updates)
+                except (TypeError, ValueError):
+                    raise TypeError("MeetingState: values must be plain data") from None
+                self.shared.setdefault(number, {}).update(updates)
+                note("shared", {"meeting": number, "set": updates})
+            return json.loads(json.dumps(self.shared.get(number, {})))
+
         out["CreateAgent"] = CreateAgent
+        out["MeetingState"] = MeetingState
         return out
 
     def public_playbooks(self, loop: AgentLoop) -> list[PlaybookInfo]:
@@ -409,11 +563,17 @@ class AgentRuntime:
             return
         state = self.manager.open()
         self._consumed.update(state.received)
+        for number, shared in state.shared.items():
+            self.shared[int(number)] = dict(shared)
+        for number in state.closed:  # their hosts' playbooks returned
+            self.meetings[number] = Meeting(number, 0, "", [], open=False)
         for mail in state.mail.values():
             target = next((m for m in self.members if m.id == mail["to"]), None)
             source = next((m for m in self.members if m.id == mail["from"]), None)
             if target is not None:
                 sender = source.address if source else f"agent {mail['from']}"
+                if "meeting" in mail:
+                    sender = f"meeting {mail['meeting']}"
                 target.inbox.append(dict(mail, sender=sender))
 
     # -- running -------------------------------------------------------------------

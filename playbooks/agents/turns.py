@@ -179,6 +179,9 @@ class AgentLoop:
 
     async def call(self, spec: PlaybookSpec, args: tuple, kwargs: dict) -> Any:
         frame_id, parent = self._frame_id()
+        meeting = None
+        if self.runtime is not None and spec.metadata.get("meeting"):
+            meeting = self.runtime.meeting_call(spec, kwargs)
         variables = self._bind(spec, args, kwargs)
         stored = None
         if self.manager is not None:
@@ -187,12 +190,25 @@ class AgentLoop:
                 if "err" in stored.result:
                     raise self.manager.decode_error(stored.result["err"])
                 return self.manager.decode(stored.result.get("ok"))
+        if meeting is not None:  # the host opens it (again, on resume); an attendee joins
+            known = stored.args.get("meeting_id") if stored is not None else None
+            if known is not None and self.manager is not None:
+                known = self.manager.decode(known)
+            variables |= self.runtime.enter_meeting(self, frame_id, meeting, known)
+        if self.manager is not None:
             if stored is None:
                 self.manager.record_frame(
                     frame_id, parent=parent, playbook=spec.name, kind=spec.kind, args=variables
                 )
             else:
                 variables = {k: self.manager.decode(v) for k, v in stored.vars.items()} or variables
+        try:
+            return await self._enter(spec, frame_id, variables, stored)
+        finally:
+            if meeting is not None:
+                self.runtime.leave_meeting(self, variables.get("meeting_id"))
+
+    async def _enter(self, spec: PlaybookSpec, frame_id: str, variables: dict, stored: Any) -> Any:
         outside = CURRENT_CALL.get() is not None and agent_of(frame_id) != agent_of(
             CURRENT_CALL.get() or ""
         )
@@ -322,6 +338,10 @@ class AgentLoop:
             return message
 
         async def HandleMessage(message: Any) -> Any:
+            invited = isinstance(message, dict) and message.get("invite")
+            joining = self.agent.playbook(invited) if invited else None
+            if joining is not None and joining.metadata.get("meeting"):
+                return await self.call(joining, (), {"__join__": message["meeting"]})
             if isinstance(message, dict):
                 sender = message.get("sender", "")
                 return await self.call(HANDLE_AGENT, (message.get("text", ""), sender), {})

@@ -106,6 +106,10 @@ class ExecutionState:
     received: list[str] = field(default_factory=list)
     #: Agents made by CreateAgent, in order: recreated on resume.
     created: list[dict] = field(default_factory=list)
+    #: Meetings whose host's playbook returned (their number).
+    closed: list[int] = field(default_factory=list)
+    #: Each meeting's shared state (MeetingState), by meeting number.
+    shared: dict[str, dict] = field(default_factory=dict)
 
     # -- applying records -------------------------------------------------
     def apply(self, r: dict) -> None:
@@ -178,8 +182,14 @@ class ExecutionState:
                 self.consumed = max(self.consumed, ev["consumed"])
             if "step" in ev:
                 frame.step = ev["step"]
-            if "mail" in ev and ev["mail"]["id"] not in self.received:
-                self.mail[ev["mail"]["id"]] = ev["mail"]
+            for mail in ev["mail"] if isinstance(ev.get("mail"), list) else [ev.get("mail")]:
+                if mail and mail["id"] not in self.received:
+                    self.mail[mail["id"]] = mail
+            if "closed" in ev:
+                self.closed.append(ev["closed"])
+            if "shared" in ev:
+                number = str(ev["shared"]["meeting"])
+                self.shared.setdefault(number, {}).update(ev["shared"]["set"])
             if "received" in ev:
                 self.mail.pop(ev["received"], None)
                 self.received.append(ev["received"])
@@ -195,9 +205,7 @@ class ExecutionState:
             frame.vars.pop(name, None)
         if frame.kind == "markdown":
             owner = agent_of(frame.id)
-            shared = (
-                self.agent_vars if owner == "main" else self.other_vars.setdefault(owner, {})
-            )
+            shared = self.agent_vars if owner == "main" else self.other_vars.setdefault(owner, {})
             for name in r.get("vars", {}):
                 shared[name] = frame.vars[name]
             for name in r.get("del", ()):

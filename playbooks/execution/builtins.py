@@ -55,19 +55,13 @@ class Messaging(Protocol):
 
     def send(self, *, id: str, sender: int, to: int, text: str) -> dict: ...
 
-    async def receive(self, *, receiver: int, source: int | None) -> dict: ...
+    async def receive(
+        self, *, receiver: int, source: int | None, meeting: int | None = None
+    ) -> dict: ...
+
+    def broadcast(self, *, id: str, sender: int, meeting: int, text: str) -> list[dict]: ...
 
     async def ask(self, *, id: str, agent: str, human: str) -> str: ...
-
-
-class MeetingsUnsupported(Exception):
-    """Meetings are not supported by this runtime yet."""
-
-
-MEETINGS = (
-    "meetings are not supported yet: talk to each agent with Say(\"agent ID\", text) "
-    "and Yld(\"agent ID\") instead"
-)
 
 
 @dataclass
@@ -105,13 +99,16 @@ def make_builtins(
     def where(target: Any) -> tuple[str, int | None, str]:
         if messaging is None:
             return "person", None, str(target)
-        kind, to, name = messaging.address(str(target))
-        if kind == "meeting":
-            raise MeetingsUnsupported(MEETINGS)
-        return kind, to, name
+        return messaging.address(str(target))
 
     async def Say(target: str, text: Any) -> None:
         kind, to, name = where(target)
+        if kind == "meeting" and messaging is not None and to is not None:
+            mails = messaging.broadcast(id=call_id(), sender=agent_id, meeting=to, text=str(text))
+            note("mail", mails)
+            shown = {"id": call_id(), "agent": agent, "from": agent, "to": name}
+            note("say", {"event": "message", **shown, "text": str(text)})
+            return
         if kind == "agent" and messaging is not None and to is not None:
             mail = messaging.send(id=call_id(), sender=agent_id, to=to, text=str(text))
             note("mail", mail)
@@ -130,8 +127,10 @@ def make_builtins(
             await asyncio.sleep(0)
             return ""
         kind, source_id, name = where(source)
-        if kind == "agent" and messaging is not None:
-            message = await messaging.receive(receiver=agent_id, source=source_id)
+        if kind in ("agent", "meeting") and messaging is not None:
+            meeting = source_id if kind == "meeting" else None
+            source_id = None if kind == "meeting" else source_id
+            message = await messaging.receive(receiver=agent_id, source=source_id, meeting=meeting)
             note("received", message["id"])
             return str(message["text"])
         if kind == "person" and messaging is not None and name != "user":

@@ -277,10 +277,17 @@ def _stable(ctx: TurnContext) -> str:
     parts = [f"Agent: {ctx.agent_name}" + (f"\n{description}" if description else "")]
     if ctx.agents:
         parts.append(
-            "Other agents of this program (send with `await Say(\"agent 1001\", text)`, "
-            "wait for an answer with `$answer = await Yld(\"agent 1001\")`; a name works "
-            "too; call their public playbooks as `await Agent.Playbook(...)`):\n"
+            'Other agents of this program (send with `await Say("agent 1001", text)`, '
+            'wait for an answer with `$answer = await Yld("agent 1001")`; a name works '
+            "too; call their public playbooks as `await Agent.Playbook(...)`; "
+            '`$id = await CreateAgent("Type")` starts a new agent of a declared type):\n'
             + "\n".join(f"- {line}" for line in ctx.agents)
+            + "\nMeetings: a playbook marked as a meeting is started by its host with "
+            '`await Name(topic="...", attendees=["agent 1001"])` and runs with '
+            '`$meeting_id` set ("meeting 100"); in it `await Say($meeting_id, text)` '
+            "reaches every attendee, `$said = await Yld($meeting_id)` waits for the next "
+            "meeting message, `await MeetingState($meeting_id, key=value)` writes and returns "
+            "the meeting's shared state; the meeting ends when the host's playbook returns."
         )
     if ctx.playbooks:
         listing = "\n".join(_callable(item) for item in ctx.playbooks)
