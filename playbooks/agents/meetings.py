@@ -108,7 +108,7 @@ class Meetings:
                 m["id"] != mail["id"] for m in member.inbox
             ):
                 self._deliver(member, mail | {"sender": meeting.address})
-        names = [self.member(a).name for a in attendees]
+        names = [self.member(a).address for a in attendees]
         return {"meeting_id": meeting.address, "meeting_topic": meeting.topic, "attendees": names}
 
     def leave_meeting(self, loop: AgentLoop, address: Any) -> None:

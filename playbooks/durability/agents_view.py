@@ -58,3 +58,23 @@ def agents_view(state: ExecutionState) -> dict[str, Any]:
             }
         out[agent["name"]] = entry
     return out
+
+
+def meetings_view(state: ExecutionState) -> dict[str, Any]:
+    """``{"meeting 100": {"open", "host_frame", "playbook", "topic", "shared"}}``."""
+    out: dict[str, Any] = {}
+    for frame in state.frames.values():
+        address = frame.args.get("meeting_id")
+        if isinstance(address, str) and "attendees" in frame.args and frame.result is None:
+            out[address] = {
+                "open": True,
+                "host_frame": frame.id,
+                "playbook": frame.playbook,
+                "topic": frame.args.get("meeting_topic", ""),
+                "attendees": frame.args.get("attendees", []),
+            }
+    for number in state.closed:
+        out[f"meeting {number}"] = {"open": False}
+    for number, shared in state.shared.items():
+        out.setdefault(f"meeting {number}", {"open": False})["shared"] = dict(shared)
+    return out
