@@ -153,3 +153,29 @@ def test_killed_before_every_effect(name: str, stride: int, tmp_path: Path) -> N
         if name == "negotiation":
             assert result["created"] == [1003, 1004], result  # recreated, never made twice
             assert len(result["sent"]) >= 8, result
+
+
+REFERENCE = ROOT.parent / "shared" / "reference" / "programs"
+REFERENCE_RUNS = {
+    "examples/tax.pb": ("tax", ["80000"], TAX_SAID),
+    "examples/negotiation.pb": ("negotiation", [], NEGOTIATION_SAID),
+    "tests/data/meeting-shared-state.pb": ("meeting", [], MEETING_SAID),
+}
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference programs not present: {REFERENCE}")
+@pytest.mark.parametrize("relative", sorted(REFERENCE_RUNS))
+def test_the_reference_program_itself_runs_from_the_recording(
+    relative: str, tmp_path: Path
+) -> None:
+    """The reference project's own file, unchanged, with our example's recording."""
+    recording, messages, said = REFERENCE_RUNS[relative]
+    cmd = [sys.executable, "-m", "playbooks.cli", "run", str(REFERENCE / relative), "--json"]
+    cmd += ["--model", f"replay:{EXAMPLES / f'{recording}.replay.jsonl'}"]
+    for message in messages:
+        cmd += ["--message", message]
+    done = subprocess.run(
+        cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    assert done.returncode == 0, done.stderr
+    assert [e["text"] for e in events(done) if e["event"] == "say"] == said

@@ -491,7 +491,16 @@ class AgentRuntime(Meetings):
         self._recreate()
         self._restore_inboxes()
         if self.alone:
-            return await self._life(self.main)
+            result = await self._life(self.main)
+            made = [m.task for m in self._ai() if m.task is not None]  # by CreateAgent
+            try:
+                for task in made:
+                    await task
+            except ProgramEnd:
+                return None
+            finally:
+                await self._stop()
+            return result
         for member in self._ai():
             if member.task is None:
                 self._start(member)
