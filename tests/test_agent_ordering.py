@@ -129,3 +129,33 @@ def test_a_resent_message_is_dropped_at_the_receiver(tmp_path: Path) -> None:
         assert runtime.address("user")[0] == "person"
     finally:
         human.detach()
+
+
+def test_two_agents_waiting_for_each_other_are_told_no_message_can_come(tmp_path: Path) -> None:
+    """Each waits for the other and nothing is on its way: both waits end with an
+    error the model is shown, instead of the program hanging."""
+    from playbooks.agents.runtime import NoMessageCanCome
+
+    path = tmp_path / "pair.pb"
+    path.write_text(PROGRAM)
+    human = Human(json_mode=True, out=io.StringIO())
+    try:
+        runtime = AgentRuntime(
+            load_program(str(path)),
+            lambda spec: Agent.load(spec, str(path)).python_globals,
+            llm=Skewed({}),
+            conversation=human,
+        )
+
+        async def both() -> list:
+            return await asyncio.gather(
+                runtime.receive(receiver=1000, source=1001),
+                runtime.receive(receiver=1001, source=1000),
+                return_exceptions=True,
+            )
+
+        first, second = asyncio.run(both())
+        assert isinstance(first, NoMessageCanCome) and isinstance(second, NoMessageCanCome)
+        assert "every agent is waiting" in str(first) and "Beta (agent 1001)" in str(first)
+    finally:
+        human.detach()
