@@ -82,6 +82,75 @@ def test_negotiation_creates_the_buyer_and_the_boss(tmp_path: Path) -> None:
     assert not [e for e in seen if e["event"] == "code_error"]
 
 
+CREATE_BGN = """\
+# A
+## Main
+### Triggers
+- At the beginning
+### Steps
+- Say to user "Hello from A"
+- Call C.Greet()
+- Create a new B and call Greet2
+- End program
+
+# B
+## Greet
+### Triggers
+- At the beginning
+### Steps
+- Tell the user "Hello from B"
+
+## Greet2
+public: true
+### Steps
+- Tell the user "from another B"
+
+# C
+## Greet
+public: true
+### Steps
+- Tell the user "Hello from C"
+"""
+CREATE_BGN_CALLS = [
+    (
+        "A",
+        0,
+        "Main",
+        'await Step("Main:01")\nawait Say("user", "Hello from A")\nawait Step("Main:02")\n'
+        'await C.Greet()\nawait Step("Main:03")\n$b = await CreateAgent("B")\n'
+        'await B.Greet2()\nawait Step("Main:04")\nawait EndProgram()',
+    ),
+    ("B", 0, "Greet", 'await Say("user", "Hello from B")\nawait Return()'),
+    ("C", 0, "Greet", 'await Say("user", "Hello from C")\nawait Return()'),
+    ("B", 1, "Greet2", 'await Say("user", "from another B")\nawait Return()'),
+    ("B 1003", 0, "Greet", 'await Say("user", "Hello from B 1003")\nawait Return()'),
+]
+
+
+def test_terminal_lines_are_whole_with_several_agents(tmp_path: Path) -> None:
+    """(15-create-bgn.pb of the reference) Lines of several agents interleave, so a
+    Say is shown when it runs, never as a preview another agent's line would cut;
+    the agent CreateAgent made runs its begin playbook and speaks by its own name."""
+    (tmp_path / "p.pb").write_text(CREATE_BGN)
+    lines = [
+        json.dumps({"agent": a, "call": c, "playbook": p, "response": f"```python\n{r}\n```"})
+        for a, c, p, r in CREATE_BGN_CALLS
+    ]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    cmd = [sys.executable, "-m", "playbooks.cli", "run", "p.pb", "--model", "replay:r.jsonl"]
+    done = subprocess.run(
+        cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == [
+        "A: Hello from A",
+        "B 1003: Hello from B 1003",
+        "B: Hello from B",
+        "B: from another B",
+        "C: Hello from C",
+    ]
+
+
 def _killed(args: tuple[str, Path, int]) -> dict | None:
     name, workdir, k = args
     workdir.mkdir()

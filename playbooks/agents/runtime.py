@@ -30,6 +30,7 @@ from typing import Any
 from ..execution.builtins import ProgramEnd
 from ..execution.interpreter import signature
 from ..execution.journal import CURRENT_CALL, detached_task, note
+from ..execution.say_preview import set_preview_listener
 from ..language import AgentSpec, Program
 from ..llm import PlaybookInfo
 from .meetings import Meeting, Meetings
@@ -425,7 +426,9 @@ class AgentRuntime(Meetings):
     def concerns(self, loop: AgentLoop, event: dict) -> bool:
         """Does a said/replied event belong in this agent's prompt?"""
         me = self._of(loop)
-        names = {me.name, me.address, "user"} if me is self.main else {me.name, me.address}
+        names = {self._call_name(me), me.address}
+        if me is self.main:
+            names.add("user")
         return event.get("agent") in names or event.get("to") in names
 
     # -- CreateAgent --------------------------------------------------------------
@@ -501,6 +504,9 @@ class AgentRuntime(Meetings):
             finally:
                 await self._stop()
             return result
+        # A Say shown while it streams would be cut by the other agents' lines: with
+        # several agents, each line is shown whole when its Say runs.
+        set_preview_listener(None)
         for member in self._ai():
             if member.task is None:
                 self._start(member)

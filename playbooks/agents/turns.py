@@ -236,7 +236,7 @@ class AgentLoop:
             namespace.update(self.runtime.extras(self))
         namespace.update(
             make_builtins(
-                agent=self.agent.name,
+                agent=self.request_agent or self.agent.name,
                 frame_id=frame_id,
                 conversation=self.conversation,
                 namespace=namespace,
