@@ -178,6 +178,12 @@ class Person(Human):
         note("say", {"event": "reply", "id": id, "agent": human, "to": agent, "text": text})
         return text
 
+    def pending(self, who: str) -> bool:
+        """Is a --message reply waiting for ``who`` ("user" or a human agent)?"""
+        if who == "user":
+            return self.taken < len(self.messages)
+        return bool(self.queues.get(who.lower()))
+
     def message(self, event: dict) -> None:
         """A message between agents: shown, and kept for the prompts of those it concerns."""
         self._note("say", id=event["id"], agent=event["from"], to=event["to"], text=event["text"])

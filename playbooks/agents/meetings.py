@@ -18,7 +18,7 @@ writes with the MeetingState record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..execution.journal import note
@@ -39,6 +39,7 @@ class Meeting:
     topic: str
     attendees: list[int]
     open: bool = True
+    people: list[str] = field(default_factory=list)  # "user" and human agents attending
 
     @property
     def address(self) -> str:
@@ -52,6 +53,7 @@ class Meetings:
     members: list[Member]
     _consumed: set[str]
     on_message: Any
+    conversation: Any
 
     if TYPE_CHECKING:
 
@@ -61,6 +63,7 @@ class Meetings:
         def _deliver(self, target: Member, message: dict) -> None: ...
         def _wake(self, member: Member, value: Any) -> None: ...
         def _call_name(self, member: Member) -> str: ...
+        async def ask(self, *, id: str, agent: str, human: str) -> str: ...
 
     def meeting_call(self, spec: Any, kwargs: dict) -> dict:
         """Take a meeting playbook's own arguments (topic, attendees) out of a call."""
@@ -89,13 +92,18 @@ class Meetings:
         else:
             number = max([99, *self.meetings]) + 1
         attendees = []
+        people: list[str] = []
         for who in call["attendees"]:
             member = self.find(str(who))
             if member is None and str(who).lower() not in PERSON:
                 raise ValueError(f"meeting attendee {who!r}: no such agent")
-            if member is not None and member is not me and member.id not in attendees:
+            if member is None:
+                people.append("user")
+            elif member.loop is None:
+                people.append(member.spec.title or member.name)
+            elif member is not me and member.id not in attendees:
                 attendees.append(member.id)
-        meeting = Meeting(number, me.id, call["topic"], attendees)
+        meeting = Meeting(number, me.id, call["topic"], attendees, people=people)
         self.meetings[number] = meeting
         for member_id in attendees:
             member = self.member(member_id)
@@ -123,6 +131,17 @@ class Meetings:
         for member in self.members:
             if member.waiter is not None and member.wait_meeting == held.number:
                 self._wake(member, self._ended(member, held))
+
+    async def person_in_meeting(self, held: Meeting, *, id: str, agent: str) -> dict:
+        """Nothing can come from the AI attendees: the people of the meeting speak."""
+        pending = getattr(self.conversation, "pending", None)
+        ready = [p for p in held.people if pending is not None and pending(p)]
+        who = (ready or held.people)[0]  # whoever has a reply waiting speaks first
+        if who == "user":
+            text = await self.conversation.reply(id=id, agent=agent)
+        else:
+            text = await self.ask(id=id, agent=agent, human=who)
+        return {"id": f"{id}>person", "from": held.host, "text": f"{who}: {text}", "person": True}
 
     def _ended(self, member: Member, held: Meeting) -> dict:
         marker = f"{held.address}>ended{member.id}"

@@ -298,10 +298,22 @@ class AgentRuntime(Meetings):
         return await waiter
 
     async def receive(
-        self, *, receiver: int, source: int | None, meeting: int | None = None
+        self,
+        *,
+        receiver: int,
+        source: int | None,
+        meeting: int | None = None,
+        id: str = "",
+        agent: str = "",
     ) -> dict:
-        """The next message for ``receiver`` (from ``source`` only, or of ``meeting``)."""
-        return await self._wait(self.member(receiver), source, person=False, meeting=meeting)
+        """The next message for ``receiver`` (from ``source`` only, or of ``meeting``;
+        in a meeting with people, theirs when no AI attendee can say anything)."""
+        held = self.meetings.get(meeting) if meeting is not None else None
+        person = held is not None and held.open and bool(held.people)
+        found = await self._wait(self.member(receiver), source, person=person, meeting=meeting)
+        if found == "person" and held is not None:
+            return await self.person_in_meeting(held, id=id, agent=agent)
+        return found
 
     async def next_message(self, receiver: int, *, person: bool) -> Any:
         """For a serving agent: a message, ``"person"`` (read the person now), or None."""

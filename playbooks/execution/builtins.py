@@ -56,7 +56,13 @@ class Messaging(Protocol):
     def send(self, *, id: str, sender: int, to: int, text: str) -> dict: ...
 
     async def receive(
-        self, *, receiver: int, source: int | None, meeting: int | None = None
+        self,
+        *,
+        receiver: int,
+        source: int | None,
+        meeting: int | None = None,
+        id: str = "",
+        agent: str = "",
     ) -> dict: ...
 
     def broadcast(self, *, id: str, sender: int, meeting: int, text: str) -> list[dict]: ...
@@ -130,8 +136,12 @@ def make_builtins(
         if kind in ("agent", "meeting") and messaging is not None:
             meeting = source_id if kind == "meeting" else None
             source_id = None if kind == "meeting" else source_id
-            message = await messaging.receive(receiver=agent_id, source=source_id, meeting=meeting)
+            message = await messaging.receive(
+                receiver=agent_id, source=source_id, meeting=meeting, id=call_id(), agent=agent
+            )
             note("received", message["id"])
+            if message.get("person"):  # a person of the meeting answered
+                note("consumed", conversation.consumed)
             return str(message["text"])
         if kind == "person" and messaging is not None and name != "user":
             text = await messaging.ask(id=call_id(), agent=agent, human=name)
