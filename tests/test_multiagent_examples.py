@@ -248,3 +248,22 @@ def test_the_reference_program_itself_runs_from_the_recording(
     )
     assert done.returncode == 0, done.stderr
     assert [e["text"] for e in events(done) if e["event"] == "say"] == said
+
+
+def test_max_llm_calls_bounds_the_calls_of_all_agents_together(tmp_path: Path) -> None:
+    """tax makes five calls, no agent more than three: a budget of four stops it."""
+    replay = EXAMPLES / "tax.replay.jsonl"
+    (tmp_path / "playbooks.toml").write_text(
+        f'max_llm_calls = 4\n[model]\nname = "replay:{replay}"\n'
+    )
+    cmd = [sys.executable, "-m", "playbooks.cli", "run", str(EXAMPLES / "tax.pb")]
+    done = subprocess.run(
+        [*cmd, "--message", "80000"],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1
+    assert "did not finish within max_llm_calls = 4 LLM calls" in done.stderr

@@ -194,6 +194,10 @@ class AgentRuntime(Meetings):
         declared = any(m.spec is member.spec and m.id < member.id for m in self.members)
         return f"{member.name} {member.id}" if declared else member.name
 
+    def llm_calls(self) -> int:
+        """LLM calls of every agent so far (``max_llm_calls`` bounds the execution)."""
+        return sum(m.loop.llm_calls for m in self.members if m.loop is not None)
+
     def _ai(self) -> list[Member]:
         return [m for m in self.members if m.loop is not None]
 

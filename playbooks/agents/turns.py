@@ -497,7 +497,8 @@ class AgentLoop:
         return ctx
 
     async def _new_turn(self, spec, executor, frame_id, turn, history, variables) -> None:
-        if self.llm_calls >= self.limits.max_llm_calls:
+        used = self.runtime.llm_calls() if self.runtime is not None else self.llm_calls
+        if used >= self.limits.max_llm_calls:  # the budget of the whole execution
             raise ProgramFailed(
                 f"playbook {spec.name} did not finish within max_llm_calls = "
                 f"{self.limits.max_llm_calls} LLM calls"
