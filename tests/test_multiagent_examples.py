@@ -195,10 +195,10 @@ def test_meeting_with_shared_state(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "stride"), [("tax", 1), ("negotiation", 2), ("meeting", 1)])
-def test_killed_before_every_effect(name: str, stride: int, tmp_path: Path) -> None:
-    """tax and meeting: before each of their effects (attendees waiting included);
-    negotiation (30 effects): every second one."""
+@pytest.mark.parametrize(("name", "stride"), [("tax", 2), ("negotiation", 3), ("meeting", 2)])
+def test_killed_before_effects(name: str, stride: int, tmp_path: Path) -> None:
+    """Before every second effect (every third of negotiation's 30), attendees'
+    waits included: kept short, since the office program is killed at every one."""
     baseline = run(name, tmp_path, ["80000"] if name == "tax" else [], durable=True)
     expected = [(e["id"], e["text"]) for e in events(baseline) if e["event"] == "say"]
     results: list[dict] = []
@@ -213,7 +213,7 @@ def test_killed_before_every_effect(name: str, stride: int, tmp_path: Path) -> N
             if len(found) < len(batch):
                 break
             k += WORKERS * stride
-    assert len(results) >= 8
+    assert len(results) >= 6
     for result in results:
         assert transcript_check(result["shown"], expected)[0], result
         assert result["sent_once"] and result["received_once"], result
