@@ -234,6 +234,16 @@ def transcript_of(state: ExecutionState) -> list[dict]:
     return [{"event": "say", **m} for m in state.transcript]
 
 
+def agents_of(state: ExecutionState) -> dict:
+    """Each agent with its running frames, inbox and status (the person's count too)."""
+    from .durability.agents_view import agents_view
+
+    view = agents_view(state)
+    for entry in view.values():
+        entry.pop("variables", None)
+    return view
+
+
 def outcome_of(state: ExecutionState, provider: FilesystemCheckpointProvider) -> dict:
     """The entry playbook's return value (or error), once it has one."""
     root = state.frames.get(ROOT_FRAME)
@@ -287,6 +297,7 @@ def show(config: Config, execution_id: str) -> dict:
                 for r in recent
             ],
             "transcript": transcript_of(state) if state else [],
+            "agents": agents_of(state) if state else {},
             "disk_bytes": log.disk_usage(),
         }
     )
@@ -318,6 +329,18 @@ def _print_show(info: dict) -> None:
         )
     if not info["frames"]:
         print("  (none running)")
+    agents = {k: v for k, v in info.get("agents", {}).items() if k != "user"}
+    if agents:
+        print("agents:")
+    for name, agent in agents.items():
+        if agent.get("kind") == "human":
+            print(f"  {name:<16} agent {agent['id']}  human")
+            continue
+        print(f"  {name:<16} agent {agent['id']}  {agent['status']}")
+        for f in agent["frames"]:
+            print(f"    frame {f['frame']}  {f['playbook']}  step {f['step'] or '-'}")
+        for m in agent["inbox"]:
+            print(f"    inbox [{m['id']}] from agent {m['from']}: {m['text']}")
     print("last checkpoints:")
     for c in info["last_checkpoints"]:
         code = c["code"].splitlines()[0] if c["code"] else ""
@@ -327,7 +350,7 @@ def _print_show(info: dict) -> None:
         )
     print("transcript:")
     for m in info["transcript"]:
-        print(f"  [{m['id']}] {m['agent']} -> {m['to']}: {m['text']}")
+        print(f"  [{m['id']}] {m.get('agent', m.get('from'))} -> {m['to']}: {m['text']}")
     for warning in info["warnings"]:
         print(f"warning: {warning}")
 

@@ -20,15 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from . import terminal as term
 from .agents.agent import Agent
 from .agents.human import Human
+from .agents.runtime import AgentRuntime, main_agent, roster
 from .config import Config, load_config
 from .durability import log as logmod
 from .durability.manager import CheckpointManager
 from .durability.provider import FilesystemCheckpointProvider
 from .durability.records import FORMAT_VERSION
 from .execution.builtins import AwaitingInput, OutputClosed
-from .execution.interpreter import Interpreter, Limits, ProgramFailed
+from .execution.interpreter import Limits, ProgramFailed
 from .execution.journal import note
 from .executions import ENDED, provider_for, summarize
 from .exits import BadInput, CommandError, ExitCode, Refused
@@ -135,13 +137,58 @@ class Plan:
 
 
 class Person(Human):
-    """The human agent; each reply also goes into the durable transcript, next to
-    the messages, so `executions show` can tell the whole conversation."""
+    """The people of the program: ``user`` and any ``# Name:Human`` agent. Each reply
+    also goes into the durable transcript, next to the messages, so `executions
+    show` can tell the whole conversation. A ``--message NAME:TEXT`` value whose
+    NAME is a human agent's is that person's reply."""
+
+    def __init__(self, *args: Any, humans: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queues: dict[str, list[str]] = {h.lower(): [] for h in humans}
+        kept = []
+        for message in self.messages:
+            name, colon, text = message.partition(":")
+            if colon and name.strip().lower() in self.queues:
+                self.queues[name.strip().lower()].append(text.lstrip())
+            else:
+                kept.append(message)
+        self.messages = kept
 
     async def reply(self, *, id: str, agent: str) -> str:
         text = await super().reply(id=id, agent=agent)
         note("say", {"event": "reply", "id": id, "agent": "user", "to": agent, "text": text})
         return text
+
+    async def reply_from(self, *, id: str, agent: str, human: str) -> str:
+        """A reply from the human agent ``human``: its --message values, then the terminal."""
+        self.emit({"event": "wait", "id": id, "agent": agent, "from": human})
+        queue = self.queues.get(human.lower(), [])
+        typed = False
+        if queue:
+            text = queue.pop(0)
+        else:
+            if term.is_tty(self.stdin):
+                self._write(f"{human}> ")
+            text, typed = await self._read(f"{agent} (from {human})")
+        self.consumed += 1
+        self._note("reply", id=id, agent=agent, source=human, text=text)
+        self.emit({"event": "reply", "id": id, "from": human, "text": text})
+        if not typed:
+            self._line(human, text, term.USER_STYLE)
+        note("say", {"event": "reply", "id": id, "agent": human, "to": agent, "text": text})
+        return text
+
+    def pending(self, who: str) -> bool:
+        """Is a --message reply waiting for ``who`` ("user" or a human agent)?"""
+        if who == "user":
+            return self.taken < len(self.messages)
+        return bool(self.queues.get(who.lower()))
+
+    def message(self, event: dict) -> None:
+        """A message between agents: shown, and kept for the prompts of those it concerns."""
+        self._note("say", id=event["id"], agent=event["from"], to=event["to"], text=event["text"])
+        self.emit(event)
+        self._line(f"{event['from']} -> {event['to']}", event["text"], term.OTHER_STYLE)
 
 
 def where(state: Any) -> str:
@@ -176,11 +223,20 @@ class Runner:
         self.err.write(text + "\n")
         self.err.flush()
 
-    def _agent(self, program: Program) -> Agent:
-        for spec in program.agents:
-            if spec.entry is not None:
-                return Agent.load(spec, program.path)
-        raise BadInput(f"{program.path}: no agent has a playbook to run")
+    def _check_agents(self, program: Program) -> None:
+        if main_agent(program) is None:
+            raise BadInput(f"{program.path}: no agent has a playbook to run")
+        for spec in program.agents:  # a python block that fails to load is bad input now
+            if spec.kind != "human":
+                self._globals(spec, program)
+
+    def _globals(self, spec: Any, program: Program) -> dict[str, Any]:
+        loaded = getattr(self, "_loaded", None)
+        if loaded is None:
+            loaded = self._loaded = {}
+        if spec.name not in loaded:
+            loaded[spec.name] = Agent.load(spec, program.path).python_globals
+        return loaded[spec.name]
 
     # -- which execution -------------------------------------------------------
     def _plan(self, program: Program) -> Plan:
@@ -303,6 +359,7 @@ class Runner:
                 model=portable_model(model.name),
                 api_base=model.api_base,
                 config=self.config.source,
+                agents=roster(program),
             )
             self.note(f"execution {execution_id}")
             human.emit({"event": "start", "execution_id": execution_id})
@@ -358,7 +415,10 @@ class Runner:
     # -- the run -----------------------------------------------------------------
     async def run(self, program_path: str) -> int:
         human = Person(
-            messages=self.options.messages, json_mode=self.options.json_mode, out=self.out
+            messages=self.options.messages,
+            json_mode=self.options.json_mode,
+            out=self.out,
+            humans=self._humans(program_path),
         )
         try:
             return await self._run(program_path, human)
@@ -375,12 +435,25 @@ class Runner:
                 listed = ", ".join(repr(m) for m in unused)
                 self.note(f"note: {len(unused)} --message value(s) not used: {listed}")
 
+    @staticmethod
+    def _humans(program_path: str) -> tuple[str, ...]:
+        """The names (and headings) of the program's human agents, for --message NAME:TEXT."""
+        try:
+            program = load_program(program_path)
+        except ProgramError:
+            return ()  # reported by _run
+        names: list[str] = []
+        for spec in program.agents:
+            if spec.kind == "human":
+                names += [spec.name] + ([spec.title] if spec.title else [])
+        return tuple(names)
+
     async def _run(self, program_path: str, human: Human) -> int:
         try:
             program = load_program(program_path)
         except ProgramError as error:
             raise BadInput(str(error)) from None
-        agent = self._agent(program)
+        self._check_agents(program)
         plan = None
         if self.config.durability.enabled:
             plan = self._plan(program)
@@ -392,9 +465,9 @@ class Runner:
         if plan is not None:
             self._open(plan, program, human)
         safety = self.config.safety
-        interpreter = Interpreter(
-            agent=agent.spec,
-            python_globals=agent.python_globals,
+        runtime = AgentRuntime(
+            program,
+            lambda spec: self._globals(spec, program),
             llm=llm,
             conversation=human,
             manager=self.manager,
@@ -407,11 +480,12 @@ class Runner:
             ),
             program_path=str(Path(program.path)),
             on_event=lambda event: self._code_error(human, event),
+            on_message=getattr(human, "message", None),
         )
         resume = f"; resume it with `playbooks resume {plan.execution_id}`" if plan else ""
         self.ran = True
         try:
-            result = await interpreter.run()
+            result = await runtime.run()
         except AwaitingInput as waiting:
             self.note(f"stopped: {waiting}{resume}")
             human.emit({"event": "end", "status": "waiting", "message": str(waiting)})

@@ -194,7 +194,7 @@ def test_multiple_agents_front_matter_and_metadata() -> None:
     assert weather.entry is temperature
     assert program.agent("Weather expert") is weather and program.agent("WeatherExpert") is weather
     assert program.agent("nobody") is None
-    assert any("multi-agent programs are not built yet" in w for w in program.warnings)
+    assert not any("multi-agent" in w for w in program.warnings)  # every agent runs
 
 
 def test_free_form_playbooks() -> None:
@@ -601,14 +601,11 @@ def test_metadata_of_features_not_built_yet_is_reported() -> None:
     assert program.agents[1].kind == "human" and program.agents[1].name == "Ann"
     assert program.agents[2].metadata["remote"] == {"type": "mcp", "url": "http://x"}
     found = {w.split(": ", 1)[0]: w.split(": ", 1)[1] for w in program.warnings}
-    assert found["n.pb:2"].startswith("model: a model per agent")
-    assert found["n.pb:4"].startswith("meeting: meeting playbooks are not built yet")
-    assert found["n.pb:5"].startswith("required_attendees: meetings are not built yet")
+    assert "n.pb:2" not in found  # model: is honoured
+    assert "n.pb:4" not in found and "n.pb:5" not in found  # meetings are honoured
     assert found["n.pb:6"].startswith("execution_mode: raw is not built yet")
-    assert found["n.pb:9"].startswith("human agent 'Ann'")
-    assert found["n.pb:10"].startswith("multi-agent programs are not built yet")
     assert found["n.pb:11"].startswith("remote: remote (MCP) agents")
-    assert len(program.warnings) == 7
+    assert len(program.warnings) == 2  # human and further AI agents run: no warning
 
 
 def test_prose_that_looks_like_a_key_stays_description() -> None:
@@ -772,30 +769,32 @@ def test_all_begin_playbooks_and_entry() -> None:
     assert agent.entry.name == "One" and not agent.playbook("Helper").begin
 
 
+NOT_BUILT_OPTIONAL = (
+    "optional_attendees is not built yet: only the attendees the host names "
+    "(or required_attendees) are invited"
+)
+
+
 def test_check_prints_warnings_on_stderr_and_in_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from playbooks.cli import main
 
     path = tmp_path / "w.pb"
-    path.write_text("# A\n## Meet\nmeeting: true\n### Steps\n- Talk\n")
+    path.write_text("# A\n## Meet\noptional_attendees: [B]\n### Steps\n- Talk\n")
     assert main(["check", str(path)]) == 0
     out, err = capsys.readouterr()
     assert "playbook Meet()" in out and "warning:" not in out
-    assert err == f"warning: {path}:3: meeting: meeting playbooks are not built yet: " + (
-        "it runs as an ordinary playbook\n"
-    )
+    assert err == f"warning: {path}:3: optional_attendees: {NOT_BUILT_OPTIONAL}\n"
     assert main(["check", "--json", str(path)]) == 0
     out, err = capsys.readouterr()
     data = json.loads(out)
     assert err == ""
-    assert data["warnings"] == [
-        f"{path}:3: meeting: meeting playbooks are not built yet: it runs as an ordinary playbook"
-    ]
+    assert data["warnings"] == [f"{path}:3: optional_attendees: {NOT_BUILT_OPTIONAL}"]
     [agent] = data["agents"]
     [meet] = agent["playbooks"]
     assert {"name", "kind", "triggers", "steps"} <= set(meet)
-    assert meet["metadata"] == {"meeting": True}
+    assert meet["metadata"] == {"optional_attendees": ["B"]}
     path.write_text("# A\n## Main(\n")
     assert main(["check", str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {path}:2: ")

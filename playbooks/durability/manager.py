@@ -21,6 +21,7 @@ from typing import Any
 
 from . import log as logmod
 from . import serialization
+from .agents_view import agents_view, meetings_view
 from .damage import refusal
 from .errors import decode_error, encode_error
 from .protocol import CheckpointProvider
@@ -496,7 +497,8 @@ def checkpoint_view(state: ExecutionState, execution_id: str, **codec: Any) -> d
         "execution_state": {
             "variables": {f"${k}": v for k, v in namespace.items()},
             "call_stack": [frame_view(f) for f in stack],
-            "agents": {"user": {"replies_consumed": state.consumed}},
+            "agents": agents_view(state),
+            "meetings": meetings_view(state),
             "llm_calls": state.llm_calls,
             "status": state.status,
             "program": state.program,

@@ -24,6 +24,7 @@ stands for that "ckpt" record followed by the await (see :func:`unfold`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,6 +45,17 @@ def unfold(record: dict) -> list[dict]:
 
 def call_key(turn: int, statement: int, seq: int | str) -> str:
     return f"{turn}.{statement}.{seq}"
+
+
+#: Frame ids of agents other than the first start with ``agent<ID>`` (then ``/``,
+#: ``:`` or ``#``); every other frame belongs to the first agent, ``main``.
+_OTHER_AGENT = re.compile(r"(agent\d+)(?:$|[/:#])")
+
+
+def agent_of(frame_id: str) -> str:
+    """The agent whose frame this is: ``main`` or ``agent1001`` (its frame-id prefix)."""
+    found = _OTHER_AGENT.match(frame_id)
+    return found.group(1) if found else "main"
 
 
 @dataclass
@@ -98,6 +110,20 @@ class ExecutionState:
     agent_vars: dict[str, Any] = field(default_factory=dict)
     last_frame: str | None = None
     timestamp: float = 0.0
+    #: The state of the agents other than the first, by frame-id prefix (``agent1001``).
+    other_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: LLM calls made by each agent other than the first (the first has the rest).
+    agent_calls: dict[str, int] = field(default_factory=dict)
+    #: Messages between agents sent and not yet consumed, by id, in sending order.
+    mail: dict[str, dict] = field(default_factory=dict)
+    #: Ids of the messages agents consumed (a resent one is recognised and dropped).
+    received: list[str] = field(default_factory=list)
+    #: Agents made by CreateAgent, in order: recreated on resume.
+    created: list[dict] = field(default_factory=list)
+    #: Meetings whose host's playbook returned (their number).
+    closed: list[int] = field(default_factory=list)
+    #: Each meeting's shared state (MeetingState), by meeting number.
+    shared: dict[str, dict] = field(default_factory=dict)
 
     # -- applying records -------------------------------------------------
     def apply(self, r: dict) -> None:
@@ -142,7 +168,12 @@ class ExecutionState:
         if r.get("llm"):
             while len(frame.calls) <= t:
                 frame.calls.append(-1)
-            frame.calls[t] = self.llm_calls
+            owner = agent_of(frame.id)
+            if owner == "main":
+                frame.calls[t] = self.llm_calls - sum(self.agent_calls.values())
+            else:
+                frame.calls[t] = self.agent_calls.get(owner, 0)
+                self.agent_calls[owner] = frame.calls[t] + 1
             self.llm_calls += 1
 
     def _on_text(self, r: dict) -> None:
@@ -169,6 +200,19 @@ class ExecutionState:
                 self.consumed = max(self.consumed, ev["consumed"])
             if "step" in ev:
                 frame.step = ev["step"]
+            for mail in ev["mail"] if isinstance(ev.get("mail"), list) else [ev.get("mail")]:
+                if mail and mail["id"] not in self.received:
+                    self.mail[mail["id"]] = mail
+            if "closed" in ev:
+                self.closed.append(ev["closed"])
+            if "shared" in ev:
+                number = str(ev["shared"]["meeting"])
+                self.shared.setdefault(number, {}).update(ev["shared"]["set"])
+            if "received" in ev:
+                self.mail.pop(ev["received"], None)
+                self.received.append(ev["received"])
+            if "agent" in ev:
+                self.created.append(ev["agent"])
 
     def _on_ckpt(self, r: dict) -> None:
         frame = self._frame(r)
@@ -183,10 +227,12 @@ class ExecutionState:
             for name in gone:
                 frame.vars.pop(name, None)
         if frame.kind == "markdown":
+            owner = agent_of(frame.id)
+            shared = self.agent_vars if owner == "main" else self.other_vars.setdefault(owner, {})
             for name in changed or ():
-                self.agent_vars[name] = frame.vars[name]
+                shared[name] = frame.vars[name]
             for name in gone or ():
-                self.agent_vars.pop(name, None)
+                shared.pop(name, None)
         frame.turn = t
         frame.cursor = i
         frame.pos = r.get("pos")

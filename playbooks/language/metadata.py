@@ -38,10 +38,10 @@ _INFORMATIONAL = frozenset({"title", "author", "version", "date", "tags", "descr
 # Keys of the reference language whose feature this runtime has not built yet:
 # `check` reports them (with what happens instead) rather than dropping them.
 NOT_BUILT: dict[str, str] = {
-    "meeting": "meeting playbooks are not built yet: it runs as an ordinary playbook",
-    "required_attendees": "meetings are not built yet: attendees are not invited",
-    "optional_attendees": "meetings are not built yet: attendees are not invited",
-    "model": "a model per agent or playbook is not built yet: the program's model is used",
+    "optional_attendees": (
+        "optional_attendees is not built yet: only the attendees the host names "
+        "(or required_attendees) are invited"
+    ),
     "startup_mode": "startup_mode is not built yet: the agent starts as usual",
     "remote": "remote (MCP) agents are not built yet: this agent has no playbooks to call",
     "cli_entry": "cli_entry (Main's arguments from the command line) is not built yet",

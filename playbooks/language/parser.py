@@ -488,24 +488,6 @@ def _front_matter(source: Source) -> dict[str, Any]:
     return parsed
 
 
-def _program_warnings(agents: list[AgentSpec], diag: Diagnostics) -> None:
-    """Agents this runtime cannot run yet: other humans, and every AI agent but one."""
-    runs = next((a for a in agents if a.kind == "ai" and a.playbooks), None)
-    idle = [a for a in agents if a.kind == "ai" and a is not runs]
-    for agent in agents:
-        if agent.kind == "human":
-            diag.warn(
-                agent.line,
-                f"human agent {agent.title!r}: people other than the user are not built yet",
-            )
-    if runs is not None and idle:
-        names = ", ".join(repr(a.title) for a in idle)
-        diag.warn(
-            idle[0].line,
-            f"multi-agent programs are not built yet: only agent {runs.title!r} runs, not {names}",
-        )
-
-
 # ---------------------------------------------------------------- public API
 
 
@@ -544,7 +526,6 @@ def _parse(text: str, path: str, data: bytes) -> Program:
                 agent.line, f"duplicate agent name {agent.name!r} (first defined at line {first})"
             )
         seen[agent.name] = agent
-    _program_warnings(agents, diag)
     # spec line numbers count lines of `text`: the file itself unless it imports
     expanded = "\n".join(source.lines) if source.imported else normalise(text)
     return Program(

@@ -36,6 +36,10 @@ class LLMRequest:
     #: Why the last attempt failed, while a retry waits ("retry" events).
     retry_reason: str = ""
     retry_delay: float = 0.0
+    #: The agent making the call when the program has several (replay files name it;
+    #: ``call_index`` then counts that agent's calls), and its ``model:`` override.
+    agent: str = ""
+    model: str | None = None
 
     def wire_messages(self) -> list[dict]:
         """The messages actually sent: a cut stream asks for a continuation."""
@@ -268,7 +272,7 @@ class LiteLLMClient:
     async def _stream(self, wire: LLMRequest, request: LLMRequest) -> AsyncIterator[str]:
         litellm = _litellm()
         kwargs: dict[str, Any] = {
-            "model": self.model,
+            "model": request.model or self.model,
             "messages": wire.wire_messages(),
             "stream": True,
             "stream_options": {"include_usage": True},

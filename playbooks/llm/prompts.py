@@ -243,6 +243,9 @@ class TurnContext:
     last_step: str = ""
     events: list[dict] = field(default_factory=list)
     earlier: list[str] = field(default_factory=list)
+    #: The other agents of the program, one line each ("Accountant (agent 1001)"):
+    #: empty when the agent is alone, and then the prompt says nothing of them.
+    agents: list[str] = field(default_factory=list)
 
 
 def _short(value: str) -> str:
@@ -272,6 +275,20 @@ def _stable(ctx: TurnContext) -> str:
     """The agent, its playbooks and the playbook being run: the same every turn."""
     description = ctx.agent_description.strip()
     parts = [f"Agent: {ctx.agent_name}" + (f"\n{description}" if description else "")]
+    if ctx.agents:
+        parts.append(
+            'Other agents of this program (send with `await Say("agent 1001", text)`, '
+            'wait for an answer with `$answer = await Yld("agent 1001")`; a name works '
+            "too; call their public playbooks as `await Agent.Playbook(...)`; "
+            '`$id = await CreateAgent("Type")` starts a new agent of a declared type):\n'
+            + "\n".join(f"- {line}" for line in ctx.agents)
+            + "\nMeetings: a playbook marked as a meeting is started by its host with "
+            '`await Name(topic="...", attendees=["agent 1001"])` and runs with '
+            '`$meeting_id` set ("meeting 100"); in it `await Say($meeting_id, text)` '
+            "reaches every attendee, `$said = await Yld($meeting_id)` waits for the next "
+            "meeting message, `await MeetingState($meeting_id, key=value)` writes and returns "
+            "the meeting's shared state; the meeting ends when the host's playbook returns."
+        )
     if ctx.playbooks:
         listing = "\n".join(_callable(item) for item in ctx.playbooks)
         parts.append(
@@ -311,6 +328,8 @@ def _event(event: dict) -> str:
     text = str(event.get("text", ""))
     if event.get("kind") == "reply":
         return f"- {event.get('source') or 'user'} replied: {text}"
+    if event.get("kind") == "message":
+        return f"- {event.get('agent', '?')} sent you a message: {text}"
     return f"- {event.get('agent', '?')} said to {event.get('to', '?')}: {text}"
 
 

@@ -2,7 +2,10 @@
 
 A replay file is JSONL, one `{"call": n, "playbook": "Main", "response": "..."}`
 per line. Calls are matched by their ordinal in the execution, which is stable
-across crash and resume, so a resumed run replays the same responses.
+across crash and resume, so a resumed run replays the same responses. With
+several agents each line also names its `"agent"` and `call` counts that
+agent's calls, so the agents' interleaving cannot reorder them; a line without
+an agent (a single-agent recording) answers whichever agent asks.
 
 `replay:FILE` streams as fast as the code takes it (tests, CI). `replay+paced:FILE`
 streams like a live model (a short wait before the first token, then about
@@ -50,6 +53,7 @@ class ReplayEntry:
     call: int
     playbook: str
     response: str
+    agent: str = ""
 
 
 def _normalise(text: str) -> str:
@@ -57,12 +61,17 @@ def _normalise(text: str) -> str:
 
 
 def load_replay(path: str | os.PathLike[str]) -> dict[int, ReplayEntry]:
-    """Read a replay file; a later line for the same call wins."""
+    """Read a replay file; a later line for the same call wins (lines of any agent)."""
+    return {call: entry for (_, call), entry in load_replay_agents(path).items()}
+
+
+def load_replay_agents(path: str | os.PathLike[str]) -> dict[tuple[str, int], ReplayEntry]:
+    """Read a replay file by (agent, call); a later line for the same key wins."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise LLMError(f"replay {path}: cannot read: {exc.strerror or exc}") from None
-    entries: dict[int, ReplayEntry] = {}
+    entries: dict[tuple[str, int], ReplayEntry] = {}
     position = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -76,6 +85,7 @@ def load_replay(path: str | os.PathLike[str]) -> dict[int, ReplayEntry]:
             not isinstance(data, dict)
             or not isinstance(data.get("response"), str)
             or not isinstance(data.get("playbook", ""), str)
+            or not isinstance(data.get("agent", ""), str)
             or not isinstance(call, int)
             or isinstance(call, bool)
             or call < 0
@@ -84,7 +94,10 @@ def load_replay(path: str | os.PathLike[str]) -> dict[int, ReplayEntry]:
                 f"replay {path}:{number}: expected an object with an integer 'call', "
                 "a string 'playbook' and a string 'response'"
             )
-        entries[call] = ReplayEntry(call, data.get("playbook", ""), data["response"])
+        agent = data.get("agent", "")
+        entries[(agent, call)] = ReplayEntry(
+            call, data.get("playbook", ""), data["response"], agent
+        )
         position += 1
     return entries
 
@@ -105,17 +118,18 @@ class ReplayClient:
         self.pace = pace
         self.chunk_size = pace.chars_per_token if pace else max(1, chunk_size)
         self.sleep = sleep
-        self._entries: dict[int, ReplayEntry] | None = None
+        self._entries: dict[tuple[str, int], ReplayEntry] | None = None
 
     def _entry(self, request: LLMRequest) -> ReplayEntry:
         if self._entries is None:
-            self._entries = load_replay(self.path)
+            self._entries = load_replay_agents(self.path)
         n = request.call_index
-        entry = self._entries.get(n)
+        entry = self._entries.get((request.agent, n)) or self._entries.get(("", n))
         if entry is None:
+            who = f"agent {request.agent}, " if request.agent else ""
             raise LLMError(
                 f"replay {self.path} has no response for LLM call #{n} "
-                f"(playbook {request.playbook})"
+                f"({who}playbook {request.playbook})"
             )
         if entry.playbook and entry.playbook != request.playbook:
             raise LLMError(
@@ -189,7 +203,9 @@ class RecordingClient:
             # task was cancelled: a call abandoned after Return is still saved.
             if not failed and (complete or received or request.partial):
                 response = (request.partial or "") + "".join(received)
-                record = {"call": request.call_index, "playbook": request.playbook}
+                record: dict = {"call": request.call_index, "playbook": request.playbook}
+                if request.agent:
+                    record = {"agent": request.agent} | record
                 record["response"] = response
                 if not complete:
                     record["complete"] = False
