@@ -263,6 +263,10 @@ def cmd_run(
     from .terminal import defaults_notice, say_once
 
     config = _config(args)
+    if getattr(args, "detach", False) and not config.durability.enabled:
+        from .exits import BadInput
+
+        raise BadInput("--detach needs durability: set [durability] enabled = true")
     say_once(defaults_notice(config))
     options = RunOptions(
         messages=args.message,
@@ -276,11 +280,7 @@ def cmd_run(
         accept_rollback=args.accept_rollback,
         detach=getattr(args, "detach", False),
     )
-    if options.detach:
-        from .exits import BadInput
-
-        if not config.durability.enabled:
-            raise BadInput("--detach needs durability: set [durability] enabled = true")
+    if options.detach:  # always a new execution
         options.fresh = options.execution_id is None or options.fresh
     return asyncio.run(Runner(config, options).run(program or args.program))
 

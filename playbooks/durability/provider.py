@@ -175,12 +175,13 @@ class FilesystemCheckpointProvider:
         that is now in the inbox. Only executions that carry their program can
         run anywhere. A claim may still fail: another worker can be quicker."""
         found: list[tuple[float, str]] = []
+        table = _lock_table()  # read once: every execution is checked against it
         for execution_id in self.list_executions():
             try:
                 meta = self.read_meta(execution_id) or {}
                 if not meta.get("source") or meta.get("status") in ENDED:
                     continue
-                if self.owner(execution_id) is not None:
+                if lock_owner(self.base_path / execution_id, table) is not None:
                     continue
                 if meta.get("status") == "waiting":
                     if len(self.read_inbox(execution_id)) <= int(meta.get("inbox_read") or 0):
@@ -318,20 +319,26 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def lock_owner(directory: Path) -> int | None:
+def _lock_table() -> str | None:
+    try:
+        return Path("/proc/locks").read_text()
+    except OSError:
+        return None
+
+
+def lock_owner(directory: Path, table: str | None = None) -> int | None:
     """The pid of the live process holding the execution's lock, or None.
 
-    Read from /proc/locks where it exists, so that looking never takes the
-    lock (a brief probe could make a starting owner see "in use"); elsewhere
-    a shared-lock probe answers."""
+    Read from /proc/locks where it exists (``table``: its text, read once for
+    many executions), so that looking never takes the lock (a brief probe could
+    make a starting owner see "in use"); elsewhere a shared-lock probe answers."""
     lock = directory / "lock"
     try:
         st = os.stat(lock)
     except OSError:
         return None
-    try:
-        table = Path("/proc/locks").read_text()
-    except OSError:
+    table = table if table is not None else _lock_table()
+    if table is None:
         return _probe(lock)
     device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     recorded = _recorded_pid(lock)
