@@ -19,6 +19,7 @@ import asyncio
 import io
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -176,7 +177,9 @@ class Worker:
         want = self.options.concurrency + len(self.tasks) + 8
         found = await asyncio.to_thread(self.provider.runnable, want)
         now = time.monotonic()
-        return [e for e in found if e not in self.tasks and self.backoff.get(e, 0.0) <= now]
+        found = [e for e in found if e not in self.tasks and self.backoff.get(e, 0.0) <= now]
+        random.shuffle(found)  # workers that look at once try different ones first
+        return found
 
     async def _drain(self) -> None:
         """Let running executions reach a wait or their end, for up to ``drain`` s."""
