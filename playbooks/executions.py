@@ -42,7 +42,14 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def provider_for(config: Config) -> FilesystemCheckpointProvider:
+    """The configured store; the PostgreSQL driver is imported only when it is used."""
     d = config.durability
+    if getattr(d, "provider", "filesystem") == "postgres":
+        from .durability.postgres import PostgresCheckpointProvider  # type: ignore
+
+        return PostgresCheckpointProvider(  # type: ignore[return-value]
+            d.dsn, keep_last_n=d.keep_last_n, allow_pickle=d.allow_pickle
+        )
     return FilesystemCheckpointProvider(
         d.path, fsync=d.fsync, keep_last_n=d.keep_last_n, allow_pickle=d.allow_pickle
     )
@@ -84,9 +91,39 @@ def where_stored(provider: Any) -> str:
 def _disk_usage(provider: Any, execution_id: str) -> int | None:
     usage = getattr(provider, "disk_usage", None)
     try:
-        return usage(execution_id) if usage is not None else None
+        if usage is not None:
+            return usage(execution_id)
+        return provider.open_log(execution_id, create=False).disk_usage()
     except (OSError, logmod.StorageError):
         return None
+
+
+def _checkpoint_records(provider: Any, execution_id: str) -> list[dict]:
+    records = getattr(provider, "checkpoint_records", None)
+    if records is not None:
+        return records(execution_id)
+    return provider.open_log(execution_id, create=False).checkpoint_records()
+
+
+def _gc(provider: Any, keep_last_n: int) -> dict:
+    """Retention for every execution not in use (the provider's own gc when it has one)."""
+    gc = getattr(provider, "gc", None)
+    if gc is not None:
+        return gc(keep_last_n)
+    counts = {"executions": 0, "generations_removed": 0, "skipped_in_use": 0, "bytes_freed": 0}
+    for execution_id in provider.list_executions():
+        log = provider.open_log(execution_id, create=False)
+        try:
+            log.lock()
+        except logmod.ExecutionLocked:
+            counts["skipped_in_use"] += 1
+            continue
+        try:
+            counts["executions"] += 1
+            counts["generations_removed"] += log.retain(keep_last_n)
+        finally:
+            log.close()
+    return counts
 
 
 # -- one execution's status ---------------------------------------------------------
@@ -223,9 +260,8 @@ def show(config: Config, execution_id: str) -> dict:
     state = summary.state
     settings = dict(state.program) if state is not None else {}
     info["settings"] = {k: settings.get(k) for k in ("model", "api_base", "config", "identity")}
-    records = getattr(provider, "checkpoint_records", None)
     try:
-        recent = records(execution_id)[-5:] if records is not None else []
+        recent = _checkpoint_records(provider, execution_id)[-5:]
     except (OSError, logmod.StorageError):
         recent = []
     info.update(
@@ -365,7 +401,7 @@ def collect(config: Config, *, finished: bool = False, older_than: float | None 
             removed += 1
             freed += size
             print(f"removed {execution_id}  {summary.status}  {size} bytes")
-    counts = provider.gc(config.durability.keep_last_n)
+    counts = _gc(provider, config.durability.keep_last_n)
     counts["skipped_in_use"] += in_use
     counts["bytes_freed"] += freed
     counts = {"executions_removed": removed, **counts}

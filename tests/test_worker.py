@@ -62,7 +62,9 @@ def store_config(workdir: Path, store: str, extra: str = "", dsn: str | None = N
     """A playbooks.toml in ``workdir`` for the store under test."""
     workdir.mkdir(parents=True, exist_ok=True)
     if store == "postgres":
-        durability = f'[durability]\nenabled = true\nprovider = "postgres"\ndsn = "{dsn}"\n'
+        durability = (
+            f'[durability]\nenabled = true\nprovider = "postgres"\ndsn = {json.dumps(dsn)}\n'
+        )
     else:
         durability = f'[durability]\nenabled = true\npath = "{workdir / "ckpt"}"\n'
     path = workdir / "playbooks.toml"
