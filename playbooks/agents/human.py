@@ -215,21 +215,31 @@ class Human:
         """The next reply when the inbox already holds it (``playbooks reply``)."""
         if self.inbox is None:
             return None
-        messages = self.inbox.read()
+        messages = self._inbox_read()
         return _text(messages[self.consumed]) if len(messages) > self.consumed else None
+
+    def _inbox_read(self) -> list[dict]:
+        """The inbox; one that cannot be read stops the run (resumable), never the model."""
+        assert self.inbox is not None
+        try:
+            return self.inbox.read()
+        except Exception as error:
+            raise AwaitingInput(f"the replies inbox cannot be read: {error}") from None
 
     def _keep(self, text: str, agent: str, via: str) -> str:
         """Write a reply into the inbox before it is used, then take reply number
         ``consumed`` from there (a ``playbooks reply`` may have come first)."""
         if self.inbox is None:
             return text
-        held = len(self.inbox.read())
-        for _ in range(held, self.consumed):  # older executions kept no inbox
-            self.inbox.append({"skip": True})
-        self.inbox.append(
-            {"text": text, "from": "user", "to": agent, "via": via, "ts": time.time()}
-        )
-        messages = self.inbox.read()
+        held = len(self._inbox_read())
+        message = {"text": text, "from": "user", "to": agent, "via": via, "ts": time.time()}
+        try:
+            for _ in range(held, self.consumed):  # older executions kept no inbox
+                self.inbox.append({"skip": True})
+            self.inbox.append(message)
+        except Exception as error:
+            raise AwaitingInput(f"the reply could not be stored: {error}") from None
+        messages = self._inbox_read()
         return _text(messages[self.consumed]) if len(messages) > self.consumed else text
 
     async def _read(self, agent: str) -> tuple[str, bool]:
