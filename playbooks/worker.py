@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .config import Config
-from .executions import provider_for, where_stored
+from .executions import ENDED, provider_for, summarize, where_stored
 from .exits import ExitCode
 from .program import Runner, RunOptions
 
@@ -216,6 +216,7 @@ class Worker:
             return  # another worker was quicker: not ours
         if not events.started and code == ExitCode.USAGE:  # it ended meanwhile
             self.backoff[execution_id] = time.monotonic() + max(BACKOFF, 10 * self.options.poll)
+            await asyncio.to_thread(self._mend, execution_id)
             return
         seconds = f"in {time.monotonic() - began:.2f} s"
         outcome = runner.outcome or "refused"
@@ -228,6 +229,22 @@ class Worker:
             said = [line for line in notes.getvalue().splitlines() if line.strip()]
             why = events.last_end.get("message") or (said[-1] if said else f"exit {code}")
             self._ended(execution_id, outcome, str(why))
+
+    def _mend(self, execution_id: str) -> None:
+        """The meta is a cache of the log's status: a kill between writing the two
+        can leave it saying "running" for an execution that ended. Mend it, so
+        that it is not offered to workers again."""
+        try:
+            summary = summarize(self.provider, execution_id)
+            if summary.status in ENDED:
+                meta = self.provider.read_meta(execution_id) or {}
+                log = self.provider.open_log(execution_id, create=False)
+                try:
+                    log.write_meta(meta | {"status": summary.status, "message": summary.message})
+                finally:
+                    log.close()
+        except Exception:  # only a cache: the next look tries again
+            pass
 
     def _ended(self, execution_id: str, outcome: str, detail: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1

@@ -389,3 +389,21 @@ def test_executions_verbs_go_through_the_provider(home: Path) -> None:
     assert os.path.isdir(home / "ckpt" / execution_id)
     assert cli(["executions", "rm", execution_id], home).returncode == 0
     assert provider.list_executions() == []
+
+
+def test_an_ended_execution_whose_meta_went_stale_is_mended_not_rerun(home: Path) -> None:
+    """Killed between recording the end and rewriting the meta: the meta still
+    says "running". A worker does not run it again; it mends the meta."""
+    done = cli(["run", str(HELLO), "--model", f"replay:{HELLO_REPLAY}", "--json"], home)
+    assert done.returncode == 0, done.stderr
+    execution_id = json.loads(done.stdout.splitlines()[0])["execution_id"]
+    provider = FilesystemCheckpointProvider(home / "ckpt")
+    log = provider.open_log(execution_id, create=False)
+    log.write_meta(provider.read_meta(execution_id) | {"status": "running"})
+    log.close()
+    assert provider.runnable(10) == [execution_id]
+    worker = WorkerProcess(home, "--until-idle", "--poll", "0.2")
+    assert worker.proc.wait(120) == 0
+    assert worker.count("started", execution_id) == 0
+    assert provider.read_meta(execution_id)["status"] == "finished"
+    assert provider.runnable(10) == []
