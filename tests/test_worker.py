@@ -407,3 +407,27 @@ def test_an_ended_execution_whose_meta_went_stale_is_mended_not_rerun(home: Path
     assert worker.count("started", execution_id) == 0
     assert provider.read_meta(execution_id)["status"] == "finished"
     assert provider.runnable(10) == []
+
+
+def test_inbox_is_checksummed_a_torn_tail_is_ignored_and_cut_before_the_next_append(
+    tmp_path: Path,
+) -> None:
+    from playbooks.durability.log import StorageError
+
+    provider = FilesystemCheckpointProvider(tmp_path / "ckpt")
+    provider.open_log("ex-1").close()  # the execution's folder
+    provider.append_inbox("ex-1", {"text": "Ada"})
+    provider.append_inbox("ex-1", {"text": "Paris"})
+    path = tmp_path / "ckpt" / "ex-1" / "inbox"
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-3])  # a writer killed in the middle of its record
+    assert provider.read_inbox("ex-1") == [{"text": "Ada"}]
+    provider.append_inbox("ex-1", {"text": "Rome"})
+    assert provider.read_inbox("ex-1") == [{"text": "Ada"}, {"text": "Rome"}]
+    damaged = bytearray(path.read_bytes())
+    damaged[14] ^= 0xFF  # a flipped byte inside the first record
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(StorageError, match="offset 0"):
+        provider.read_inbox("ex-1")
+    with pytest.raises(StorageError, match="no execution ex-2"):
+        provider.append_inbox("ex-2", {"text": "lost"})
