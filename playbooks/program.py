@@ -114,7 +114,7 @@ def find_unfinished(provider: FilesystemCheckpointProvider, program_path: str) -
             meta = provider.read_meta(execution_id)
         except logmod.StorageError:
             continue
-        if meta.get("detached"):
+        if meta and meta.get("detached"):
             continue  # a worker's: `playbooks resume ID` takes it on purpose
         if meta and meta.get("program") == program_path and meta.get("status") not in ENDED:
             candidates.append((float(meta.get("created") or 0), execution_id, meta))

@@ -431,3 +431,14 @@ def test_inbox_is_checksummed_a_torn_tail_is_ignored_and_cut_before_the_next_app
         provider.read_inbox("ex-1")
     with pytest.raises(StorageError, match="no execution ex-2"):
         provider.append_inbox("ex-2", {"text": "lost"})
+
+
+def test_a_run_killed_before_its_meta_was_written_does_not_break_the_next_run(home: Path) -> None:
+    """Killed between its first record and its meta: the folder has a log and no
+    meta.json. Looking for an unfinished execution must pass it by quietly."""
+    done = cli(["run", str(HELLO), "--model", f"replay:{HELLO_REPLAY}", "--json"], home)
+    assert done.returncode == 0, done.stderr
+    execution_id = json.loads(done.stdout.splitlines()[0])["execution_id"]
+    (home / "ckpt" / execution_id / "meta.json").unlink()
+    again = cli(["run", str(HELLO), "--model", f"replay:{HELLO_REPLAY}"], home)
+    assert again.returncode == 0, again.stderr
