@@ -31,8 +31,6 @@ from test_worker import (
     transcript,
 )
 
-from playbooks.llm.prompts import CONTINUE_PROMPT
-
 pytestmark = pytest.mark.slow
 STORES = ["filesystem", "postgres"]
 
@@ -152,9 +150,6 @@ def _trial(desk: Desk, rescuer: WorkerProcess, crash: str | None, baseline: dict
         texts=[t for _, _, t in transcript(info)],
         ids=[i for i, _, _ in transcript(info)],
         requests=len(requests),
-        continuations=sum(
-            1 for r in requests if r["messages"][-1].get("content") == CONTINUE_PROMPT
-        ),
         cuts=cuts,
         duplicates=len(said) - len(set(said)),
     )
@@ -203,19 +198,13 @@ def test_takeover_after_the_owner_is_killed(
         f"duplicates={sum(r['duplicates'] for r in results)} "
         f"extra_requests={sum(r['extra_requests'] for r in results)} "
         f"stream_cuts={sum(r['cuts'] for r in results)} "
-        f"continuations={sum(r['continuations'] for r in results)} "
         f"median_takeover={statistics.median(times):.3f}s max={max(times):.3f}s"
     )
     assert code == 0
     assert len(results) >= 8  # seven effects and the random moments
-    # an extra request only continues a stream the kill cut: no finished call is sent again
-    bad = [
-        r
-        for r in results
-        if not r["exact"]
-        or r["extra_requests"] > r["cuts"]
-        or r["extra_requests"] > r["continuations"]
-    ]
+    # an extra request only asks again for a stream the kill cut (that call never
+    # completed): at most one per cut, and none when nothing was cut
+    bad = [r for r in results if not r["exact"] or r["extra_requests"] > r["cuts"]]
     assert bad == []
     assert all(r["duplicates"] <= 1 for r in results)  # at most the one in flight, re-shown
     assert all(r["taken_over"] for r in results)
