@@ -87,6 +87,63 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="start a new execution")
     run.add_argument("--execution-id", metavar="ID", help="the execution to start or resume")
     run.add_argument("--record", metavar="FILE", help="record every LLM response to FILE (JSONL)")
+    run.add_argument(
+        "--detach",
+        action="store_true",
+        help="only store the execution (with its program and settings) as queued, print "
+        "its id and exit; `playbooks worker` runs it (needs durability)",
+    )
+
+    reply = sub.add_parser(
+        "reply",
+        help="give a waiting execution the person's reply",
+        description="Write the person's reply into the durable inbox of EXECUTION_ID. "
+        "Replies are taken in the order they were written; an execution waiting for one "
+        "becomes runnable, and a worker (or `playbooks resume`) goes on with it.",
+    )
+    reply.add_argument("execution_id", metavar="EXECUTION_ID")
+    reply.add_argument("text", metavar="TEXT")
+    reply.add_argument("--to", metavar="AGENT", help="the agent the reply answers (checked)")
+    reply.add_argument("--config", metavar="FILE", help="configuration file")
+
+    worker = sub.add_parser(
+        "worker",
+        help="run executions from the shared store",
+        description="Claim runnable executions (queued by `run --detach`, left by a process "
+        "that died, or waiting for a reply that has arrived), resume each from its latest "
+        "state with the program and settings stored in it, and run it. An execution that "
+        "waits for a reply gives its slot back until `playbooks reply` gives it one. "
+        "SIGTERM drains: no new claims; running executions may reach a wait or their end "
+        "for up to --drain seconds, then they stay resumable for another worker.",
+    )
+    worker.add_argument(
+        "--concurrency", type=int, default=1, metavar="N", help="executions run at once"
+    )
+    worker.add_argument(
+        "--poll",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often to look for work when nothing signals it (default 1)",
+    )
+    worker.add_argument(
+        "--drain",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running executions may go on (default 30)",
+    )
+    ends = worker.add_mutually_exclusive_group()
+    ends.add_argument(
+        "--once", action="store_true", help="run what is runnable now, each at most once, then exit"
+    )
+    ends.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="exit when nothing is running and nothing is runnable",
+    )
+    worker.add_argument("--json", action="store_true", help="print one JSON event per line")
+    worker.add_argument("--config", metavar="FILE", help="configuration file")
 
     resume = sub.add_parser(
         "resume",
@@ -206,6 +263,10 @@ def cmd_run(
     from .terminal import defaults_notice, say_once
 
     config = _config(args)
+    if getattr(args, "detach", False) and not config.durability.enabled:
+        from .exits import BadInput
+
+        raise BadInput("--detach needs durability: set [durability] enabled = true")
     say_once(defaults_notice(config))
     options = RunOptions(
         messages=args.message,
@@ -217,13 +278,16 @@ def cmd_run(
         config=args.config,
         overrides=_overrides(args),
         accept_rollback=args.accept_rollback,
+        detach=getattr(args, "detach", False),
     )
+    if options.detach:  # always a new execution
+        options.fresh = options.execution_id is None or options.fresh
     return asyncio.run(Runner(config, options).run(program or args.program))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from .durability.log import StorageError, validate_execution_id
-    from .executions import provider_for, summarize
+    from .executions import provider_for, summarize, where_stored
     from .exits import BadInput, Refused
 
     config = _config(args)
@@ -235,11 +299,72 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise BadInput("durability is off in the configuration: enable [durability] to resume")
     provider = provider_for(config)
     if args.execution_id not in provider.list_executions():
-        raise BadInput(f"no execution {args.execution_id} under {config.durability.path}")
+        raise BadInput(f"no execution {args.execution_id} under {where_stored(provider)}")
     summary = summarize(provider, args.execution_id)
     if not summary.program:
         raise Refused(f"execution {args.execution_id} cannot be resumed: {summary.told}")
     return cmd_run(args, execution_id=args.execution_id, program=summary.program)
+
+
+def cmd_reply(args: argparse.Namespace) -> int:
+    """Append the person's reply to the execution's durable inbox."""
+    import time
+
+    from .executions import known, provider_for, summarize
+    from .exits import BadInput
+
+    provider = provider_for(_config(args))
+    known(provider, args.execution_id)
+    summary = summarize(provider, args.execution_id)
+    if summary.status in ("finished", "failed"):
+        raise BadInput(
+            f"execution {args.execution_id} has already {summary.status}: nothing waits for a reply"
+        )
+    if args.to is not None:
+        _check_agent(provider, args.execution_id, args.to)
+    message = {"text": args.text, "from": "user", "to": args.to, "via": "reply", "ts": time.time()}
+    provider.append_inbox(args.execution_id, message)
+    count = len(provider.read_inbox(args.execution_id))
+    print(f"reply {count} for {args.execution_id} stored ({summary.status})")
+    return 0
+
+
+def _check_agent(provider: Any, execution_id: str, name: str) -> None:
+    """``--to`` must name an agent of the execution's program (when it carries it)."""
+    from .exits import BadInput, CommandError
+    from .language import ProgramError
+    from .portable import stored_program
+
+    meta = provider.read_meta(execution_id) or {}
+    if not meta.get("source"):
+        return
+    try:
+        program = stored_program(meta)
+    except (ProgramError, CommandError):
+        return
+    if program.agent(name) is None:
+        names = ", ".join(a.name for a in program.agents)
+        raise BadInput(f"execution {execution_id} has no agent {name!r} (its agents: {names})")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .exits import BadInput
+    from .worker import WorkerOptions, run_worker
+
+    config = _config(args)
+    if not config.durability.enabled:
+        raise BadInput("a worker needs durability: set [durability] enabled = true")
+    if args.concurrency < 1 or args.poll <= 0 or args.drain < 0:
+        raise BadInput("--concurrency must be at least 1, --poll above 0, --drain at least 0")
+    options = WorkerOptions(
+        concurrency=args.concurrency,
+        poll=args.poll,
+        once=args.once,
+        until_idle=args.until_idle,
+        drain=args.drain,
+        json_mode=args.json,
+    )
+    return run_worker(config, options)
 
 
 def cmd_executions(args: argparse.Namespace) -> int:
@@ -290,6 +415,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "resume":
             return cmd_resume(args)
+        if args.command == "reply":
+            return cmd_reply(args)
+        if args.command == "worker":
+            return cmd_worker(args)
         return cmd_executions(args)
     except CommandError as error:
         return _fail(str(error), error.code)

@@ -3,6 +3,7 @@
 One function, :func:`summarize`, says what state an execution is in, so that
 `list`, `show`, `--json` and the resume banners use the same words:
 
+  queued       stored by `run --detach`, not started yet: a worker runs it
   running      a live process holds the execution's lock
   waiting      it stopped because the person's reply could not be had; resumable
   interrupted  no live process owns it and it has not ended (killed, Ctrl-C,
@@ -16,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -30,19 +29,21 @@ from typing import Any
 from .config import Config
 from .durability import log as logmod
 from .durability import open_provider
+from .durability import provider as providers
 from .durability.manager import CheckpointManager, frame_view
 from .durability.provider import FilesystemCheckpointProvider
 from .durability.state import ExecutionState
 from .exits import BadInput, ExitCode, Refused
 
 ENDED = ("finished", "failed")
-STATUSES = ("running", "waiting", "interrupted", "finished", "failed", "damaged")
+STATUSES = ("queued", "running", "waiting", "interrupted", "finished", "failed", "damaged")
 ROOT_FRAME = "main"  # the interpreter's id for the entry playbook's frame
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def provider_for(config: Config) -> FilesystemCheckpointProvider:
+    """The configured store; the PostgreSQL driver is imported only when it is used."""
     return open_provider(config.durability)  # type: ignore[return-value]
 
 
@@ -56,67 +57,66 @@ def parse_duration(text: str) -> float:
 
 
 # -- who owns an execution ------------------------------------------------------
+# Every verb asks the provider, so the same code serves any store; a provider
+# without one of these answers gets a plain fallback.
 def lock_owner(directory: Path) -> int | None:
-    """The pid of the live process holding the execution's lock, or None.
+    """The pid of the live process holding a filesystem execution's lock, or None."""
+    return providers.lock_owner(directory)
 
-    Read from /proc/locks where it exists, so that looking never takes the
-    lock (a brief probe could make a starting owner see "in use"); elsewhere
-    a shared-lock probe answers."""
-    lock = directory / "lock"
+
+def owner_of(provider: Any, execution_id: str) -> int | None:
+    """The pid of the live process that owns the execution (a lock, or a lease)."""
+    owner = getattr(provider, "owner", None) or getattr(provider, "owner_pid", None)
+    return owner(execution_id) if owner is not None else None
+
+
+def last_write(provider: Any, execution_id: str, meta: dict) -> float | None:
+    """When anything of the execution was last written."""
+    when = getattr(provider, "last_write", None)
+    return when(execution_id) if when is not None else meta.get("updated")
+
+
+def where_stored(provider: Any) -> str:
+    describe = getattr(provider, "describe", None)
+    return describe() if describe is not None else type(provider).__name__
+
+
+def _disk_usage(provider: Any, execution_id: str) -> int | None:
+    usage = getattr(provider, "disk_usage", None)
     try:
-        st = os.stat(lock)
-    except OSError:
+        if usage is not None:
+            return usage(execution_id)
+        return provider.open_log(execution_id, create=False).disk_usage()
+    except (OSError, logmod.StorageError):
         return None
-    try:
-        table = Path("/proc/locks").read_text()
-    except OSError:
-        return _probe(lock)
-    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    recorded = _recorded_pid(lock)
-    for line in table.splitlines():
-        parts = line.split()
-        if len(parts) < 6 or parts[1] != "FLOCK" or not parts[5].endswith(f":{st.st_ino}"):
+
+
+def _checkpoint_records(provider: Any, execution_id: str) -> list[dict]:
+    records = getattr(provider, "checkpoint_records", None)
+    if records is not None:
+        return records(execution_id)
+    return provider.open_log(execution_id, create=False).checkpoint_records()
+
+
+def _gc(provider: Any, keep_last_n: int) -> dict:
+    """Retention for every execution not in use (the provider's own gc when it has one)."""
+    gc = getattr(provider, "gc", None)
+    if gc is not None:
+        return gc(keep_last_n=keep_last_n)
+    counts = {"executions": 0, "generations_removed": 0, "skipped_in_use": 0, "bytes_freed": 0}
+    for execution_id in provider.list_executions():
+        log = provider.open_log(execution_id, create=False)
+        try:
+            log.lock()
+        except logmod.ExecutionLocked:
+            counts["skipped_in_use"] += 1
             continue
-        pid = int(parts[4]) if parts[4].isdigit() else 0
-        # some filesystems report another device number here: the pid then decides
-        if parts[5] == device or (recorded is not None and pid == recorded):
-            return pid or recorded or -1
-    return None
-
-
-def _recorded_pid(lock: Path) -> int | None:
-    try:
-        text = lock.read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _probe(lock: Path) -> int | None:
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return _recorded_pid(lock) or -1
-    finally:
-        os.close(fd)  # also releases the probe's lock
-    return None
-
-
-def last_write(directory: Path) -> float | None:
-    """When anything of the execution was last written (its newest file)."""
-    newest = None
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            try:
-                mtime = os.lstat(os.path.join(root, name)).st_mtime
-            except OSError:
-                continue
-            newest = mtime if newest is None else max(newest, mtime)
-    return newest
+        try:
+            counts["executions"] += 1
+            counts["generations_removed"] += log.retain(keep_last_n)
+        finally:
+            log.close()
+    return counts
 
 
 # -- one execution's status ---------------------------------------------------------
@@ -151,18 +151,10 @@ class Summary:
         }
 
 
-def _owner_and_update(provider: Any, execution_id: str) -> tuple[int | None, float | None]:
-    """Who owns the execution (pid) and when it was last written."""
-    if hasattr(provider, "owner_pid"):  # a shared store: its lease tells
-        return provider.owner_pid(execution_id), provider.last_write(execution_id)
-    directory = provider.base_path / execution_id
-    return lock_owner(directory), last_write(directory)
-
-
 def summarize(provider: FilesystemCheckpointProvider, execution_id: str) -> Summary:
-    """Status from the log (has it ended?), the lock (is a live process on it?) and
-    meta.json (why did it stop?); a log that cannot be read is "damaged"."""
-    owner, updated = _owner_and_update(provider, execution_id)
+    """Status from the log (has it ended?), the owner (is a live process on it?) and
+    the meta (why did it stop? is it queued?); a log that cannot be read is "damaged"."""
+    owner = owner_of(provider, execution_id)
     try:
         meta = provider.read_meta(execution_id) or {}
     except logmod.StorageError:
@@ -184,7 +176,7 @@ def summarize(provider: FilesystemCheckpointProvider, execution_id: str) -> Summ
         status="interrupted",
         program=str(info.get("program") or meta.get("program") or ""),
         created=info.get("created") or meta.get("created"),
-        updated=updated,
+        updated=last_write(provider, execution_id, meta),
         owner=owner,
         state=state,
         warnings=list(manager.warnings),
@@ -201,6 +193,8 @@ def summarize(provider: FilesystemCheckpointProvider, execution_id: str) -> Summ
         summary.status, summary.message = state.status, state.message
     elif owner is not None:
         summary.status = "running"
+    elif meta.get("status") == "queued" and not state.frames:
+        summary.status = "queued"
     elif meta.get("status") in ("waiting", "interrupted"):
         summary.status, summary.message = meta["status"], str(meta.get("message") or "")
     return summary
@@ -213,13 +207,14 @@ def _when(ts: Any) -> str:
         return "-"
 
 
-def _known(provider: FilesystemCheckpointProvider, execution_id: str, where: str) -> None:
+def known(provider: FilesystemCheckpointProvider, execution_id: str) -> None:
+    """Refuse (exit 2) an invalid id or one the store does not hold."""
     try:
         logmod.validate_execution_id(execution_id)
     except logmod.StorageError as error:
         raise BadInput(str(error)) from None
     if execution_id not in provider.list_executions():
-        raise BadInput(f"no execution {execution_id} under {where}")
+        raise BadInput(f"no execution {execution_id} under {where_stored(provider)}")
 
 
 def list_rows(config: Config) -> list[dict]:
@@ -262,15 +257,14 @@ def outcome_of(state: ExecutionState, provider: FilesystemCheckpointProvider) ->
 
 def show(config: Config, execution_id: str) -> dict:
     provider = provider_for(config)
-    _known(provider, execution_id, config.durability.path)
+    known(provider, execution_id)
     summary = summarize(provider, execution_id)
     info: dict[str, Any] = summary.row()
     state = summary.state
     settings = dict(state.program) if state is not None else {}
     info["settings"] = {k: settings.get(k) for k in ("model", "api_base", "config", "identity")}
-    log = provider.open_log(execution_id, create=False)
     try:
-        recent = log.checkpoint_records()[-5:]
+        recent = _checkpoint_records(provider, execution_id)[-5:]
     except (OSError, logmod.StorageError):
         recent = []
     info.update(
@@ -298,12 +292,23 @@ def show(config: Config, execution_id: str) -> dict:
             ],
             "transcript": transcript_of(state) if state else [],
             "agents": agents_of(state) if state else {},
-            "disk_bytes": log.disk_usage(),
+            "disk_bytes": _disk_usage(provider, execution_id),
         }
     )
     if state is not None:
         info.update(outcome_of(state, provider))
+    info["inbox"] = _inbox(provider, execution_id, state.consumed if state else 0)
     return info
+
+
+def _inbox(provider: Any, execution_id: str, consumed: int) -> dict:
+    """The person's replies in the durable inbox, and how many are not read yet."""
+    read = getattr(provider, "read_inbox", None)
+    try:
+        messages = read(execution_id) if read is not None else []
+    except (OSError, logmod.StorageError):
+        messages = []
+    return {"messages": len(messages), "unread": max(0, len(messages) - consumed)}
 
 
 def _print_show(info: dict) -> None:
@@ -315,8 +320,11 @@ def _print_show(info: dict) -> None:
         print("settings   " + ", ".join(f"{k} {v}" for k, v in used.items()))
     print(
         f"progress   checkpoint {info['checkpoint']}, {info['llm_calls']} LLM calls, "
-        f"{info['disk_bytes']} bytes on disk"
+        f"{info['disk_bytes'] if info['disk_bytes'] is not None else '?'} bytes stored"
     )
+    if info["inbox"]["messages"]:
+        box = info["inbox"]
+        print(f"inbox      {box['messages']} replies, {box['unread']} not read yet")
     if "result" in info:
         print(f"returned   {json.dumps(info['result'], default=str)}")
     if "error" in info:
@@ -358,7 +366,7 @@ def _print_show(info: dict) -> None:
 # -- removing executions -------------------------------------------------------------
 def _remove(provider: FilesystemCheckpointProvider, execution_id: str) -> int:
     """Delete one execution (refused while a live process owns it); returns bytes freed."""
-    size = provider.open_log(execution_id, create=False).disk_usage()
+    size = _disk_usage(provider, execution_id) or 0
     try:
         provider.delete_execution(execution_id)
     except logmod.ExecutionLocked as error:
@@ -373,7 +381,7 @@ def remove(config: Config, execution_ids: list[str]) -> int:
     freed = 0
     for execution_id in execution_ids:
         try:
-            _known(provider, execution_id, config.durability.path)
+            known(provider, execution_id)
             size = _remove(provider, execution_id)
         except (BadInput, Refused) as error:
             sys.stderr.write(f"error: {error}\n")
@@ -409,11 +417,7 @@ def collect(config: Config, *, finished: bool = False, older_than: float | None 
             removed += 1
             freed += size
             print(f"removed {execution_id}  {summary.status}  {size} bytes")
-    keep = config.durability.keep_last_n
-    if hasattr(provider, "gc"):  # a shared store cleans itself up
-        counts = provider.gc(keep_last_n=keep)
-    else:
-        counts = logmod.gc(config.durability.path, keep_last_n=keep)
+    counts = _gc(provider, config.durability.keep_last_n)
     counts["skipped_in_use"] += in_use
     counts["bytes_freed"] += freed
     counts = {"executions_removed": removed, **counts}
@@ -427,7 +431,7 @@ def run(action: str, config: Config, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows))
         elif not rows:
-            print(f"no executions under {config.durability.path}")
+            print(f"no executions under {where_stored(provider_for(config))}")
         for r in rows if not args.json else []:
             why = f"  ({r['message']})" if r["message"] else ""
             if r["warnings"]:

@@ -24,7 +24,7 @@ from . import terminal as term
 from .agents.agent import Agent
 from .agents.human import Human
 from .agents.runtime import AgentRuntime, main_agent, roster
-from .config import Config, load_config
+from .config import Config, ModelConfig, SafetyConfig, load_config
 from .durability import log as logmod
 from .durability.manager import CheckpointManager
 from .durability.provider import FilesystemCheckpointProvider
@@ -37,6 +37,7 @@ from .exits import BadInput, CommandError, ExitCode, Refused
 from .language import Program, ProgramError, load_program
 from .llm import LLMError, make_client
 from .llm.replay import load_replay
+from .portable import ProviderInbox, portable_settings, program_bundle, stored_program
 from .terminal import describe_failure
 
 __all__ = [
@@ -64,6 +65,9 @@ class RunOptions:
     config: str | None = None  # --config, when given: it overrides the recorded settings
     overrides: dict[str, Any] = field(default_factory=dict)  # flags, as load_config takes them
     accept_rollback: bool = False  # resume past damaged records (effects may repeat)
+    detach: bool = False  # only store the execution as queued: a worker runs it
+    stored: bool = False  # run execution_id with the program and settings stored in it
+    stdin: IO[str] | None = None  # where typed replies come from (default sys.stdin)
 
 
 def new_execution_id(program_path: str) -> str:
@@ -112,6 +116,8 @@ def find_unfinished(provider: FilesystemCheckpointProvider, program_path: str) -
             meta = provider.read_meta(execution_id)
         except logmod.StorageError:
             continue
+        if meta and meta.get("detached"):
+            continue  # a worker's: `playbooks resume ID` takes it on purpose
         if meta and meta.get("program") == program_path and meta.get("status") not in ENDED:
             candidates.append((float(meta.get("created") or 0), execution_id, meta))
     for _, execution_id, meta in sorted(candidates, reverse=True):
@@ -218,6 +224,10 @@ class Runner:
         self.err = err or sys.stderr
         self.manager: CheckpointManager | None = None
         self.ran = False  # the program started running (a refusal comes before)
+        self.outcome = ""  # how the run ended: finished, failed, waiting, interrupted
+        self.claim_lost = False  # another live process owns the execution
+        self._portable: dict = {}  # program and settings written into meta
+        self._stored_meta: dict = {}  # the meta of the execution a worker runs
 
     def note(self, text: str) -> None:
         self.err.write(text + "\n")
@@ -292,6 +302,18 @@ class Runner:
         """A resume uses the settings its execution started with, unless a flag
         overrides them; what was overridden is kept for the banner."""
         recorded, options = plan.recorded or {}, self.options
+        if options.stored:  # a worker: the settings the execution carries
+            settings = self._stored_meta.get("settings") or {}
+            update: dict[str, Any] = {}
+            if "model" in settings:
+                key = {"api_key": self.config.model.api_key}
+                update["model"] = ModelConfig(**settings["model"], **key)
+            if "safety" in settings:
+                update["safety"] = SafetyConfig(**settings["safety"])
+            if "max_llm_calls" in settings:
+                update["max_llm_calls"] = settings["max_llm_calls"]
+            self.config = self.config.model_copy(update=update)
+            return
         started = recorded.get("config")
         other_config = options.config is not None and started != self.config.source
         if options.config is None and started and started != self.config.source:
@@ -328,6 +350,7 @@ class Runner:
         try:
             state = manager.open(accept_rollback=self.options.accept_rollback)
         except logmod.StorageError as error:  # in use, or unreadable
+            self.claim_lost = isinstance(error, logmod.ExecutionLocked)
             raise Refused(str(error)) from None
         self.manager = manager
         execution_id = plan.execution_id
@@ -350,28 +373,92 @@ class Runner:
                 }
             )
         else:
-            model = self.config.model
-            manager.record_program(
-                program=plan.program_path,
-                hash=program.source_hash,
-                identity=program_identity(program),
-                created=time.time(),
-                model=portable_model(model.name),
-                api_base=model.api_base,
-                config=self.config.source,
-                agents=roster(program),
-            )
+            manager.record_program(**self._program_record(plan, program))
+            self._portable = {
+                "source": program_bundle(program),
+                "settings": portable_settings(self.config),
+            }
             self.note(f"execution {execution_id}")
             human.emit({"event": "start", "execution_id": execution_id})
+        if hasattr(plan.provider, "append_inbox"):
+            human.inbox = ProviderInbox(plan.provider, execution_id)
         self._write_meta("running")
         human.consumed = state.consumed
+
+    def _program_record(self, plan: Plan, program: Program) -> dict:
+        model = self.config.model
+        return {
+            "program": plan.program_path,
+            "hash": program.source_hash,
+            "identity": program_identity(program),
+            "created": time.time(),
+            "model": portable_model(model.name),
+            "api_base": model.api_base,
+            "config": self.config.source,
+            "agents": roster(program),
+        }
+
+    def _enqueue(self, plan: Plan, program: Program) -> int:
+        """`run --detach`: record the execution with its program and settings as
+        queued, and run nothing; a worker claims it."""
+        if plan.recorded is not None:
+            raise BadInput(
+                f"execution {plan.execution_id} already exists: --detach starts a new one"
+            )
+        model = self.config.model
+        if model.name.startswith(REPLAY):
+            try:
+                load_replay(model.name[len(REPLAY) :])
+            except (LLMError, ValueError) as error:
+                raise BadInput(str(error)) from None
+        manager = CheckpointManager(plan.execution_id, plan.provider)
+        try:
+            manager.open()
+            record = self._program_record(plan, program)
+            manager.record_program(**record)
+            manager.write_meta(
+                {
+                    "execution_id": plan.execution_id,
+                    "status": "queued",
+                    "message": "",
+                    **{k: record[k] for k in ("program", "hash", "created")},
+                    "updated": time.time(),
+                    "detached": True,
+                    "inbox_read": 0,
+                    "source": program_bundle(program),
+                    "settings": portable_settings(self.config),
+                }
+            )
+        except logmod.StorageError as error:
+            raise Refused(str(error)) from None
+        finally:
+            manager.close()
+        for text in self.options.messages:  # --message values: its first replies
+            message = {"text": text, "from": "user", "to": None, "via": "message"}
+            plan.provider.append_inbox(plan.execution_id, message | {"ts": time.time()})
+        wake = getattr(plan.provider, "wake", None)
+        if wake is not None:
+            wake()
+        self.out.write(plan.execution_id + "\n")
+        self.out.flush()
+        self.note(f"queued {plan.execution_id}: `playbooks worker` runs it")
+        return OK
 
     def _write_meta(self, status: str, message: str = "") -> None:
         """meta.json: a cache of the log's program and status, and why a run stopped."""
         assert self.manager is not None
-        program = self.manager.open().program
+        state = self.manager.open()
+        program = state.program
         meta = {"execution_id": self.manager.execution_id, "status": status, "message": message}
         meta.update({k: program.get(k) for k in ("program", "hash", "created")})
+        if not self._portable:  # kept from the meta it had: program, settings, detached
+            try:
+                old = self.manager.provider.read_meta(self.manager.execution_id) or {}
+            except logmod.StorageError:
+                old = {}
+            self._portable = {k: old[k] for k in ("source", "settings", "detached") if k in old}
+        meta.update(self._portable)
+        meta["inbox_read"] = state.consumed  # replies taken: inbox messages read
         self.manager.write_meta(meta | {"updated": time.time()})
 
     def _finish(self, status: str, message: str = "") -> None:
@@ -379,6 +466,7 @@ class Runner:
         waiting/interrupted in meta.json only (the execution stays resumable)."""
         if self.manager is None:
             return
+        self.outcome = status
         try:
             if status in ENDED:
                 self.manager.record_status(status, message)
@@ -412,6 +500,16 @@ class Runner:
                 "it is told and tries again"
             )
 
+    def _stored_program(self) -> Program:
+        execution_id = self.options.execution_id
+        if execution_id is None or not self.config.durability.enabled:
+            raise BadInput("running a stored program needs durability and an execution id")
+        try:
+            self._stored_meta = provider_for(self.config).read_meta(execution_id) or {}
+        except logmod.StorageError as error:
+            raise BadInput(str(error)) from None
+        return stored_program(self._stored_meta)
+
     # -- the run -----------------------------------------------------------------
     async def run(self, program_path: str) -> int:
         human = Person(
@@ -419,6 +517,7 @@ class Runner:
             json_mode=self.options.json_mode,
             out=self.out,
             humans=self._humans(program_path),
+            stdin=self.options.stdin,
         )
         try:
             return await self._run(program_path, human)
@@ -449,14 +548,19 @@ class Runner:
         return tuple(names)
 
     async def _run(self, program_path: str, human: Human) -> int:
-        try:
-            program = load_program(program_path)
-        except ProgramError as error:
-            raise BadInput(str(error)) from None
+        if self.options.stored:  # a worker: the program the execution carries
+            program = self._stored_program()
+        else:
+            try:
+                program = load_program(program_path)
+            except ProgramError as error:
+                raise BadInput(str(error)) from None
         self._check_agents(program)
         plan = None
         if self.config.durability.enabled:
             plan = self._plan(program)
+            if self.options.detach:
+                return self._enqueue(plan, program)
             if plan.recorded is not None:
                 self._use_recorded_settings(plan)
         elif self.options.execution_id is not None:
@@ -487,9 +591,12 @@ class Runner:
         try:
             result = await runtime.run()
         except AwaitingInput as waiting:
-            self.note(f"stopped: {waiting}{resume}")
-            human.emit({"event": "end", "status": "waiting", "message": str(waiting)})
-            self._finish("waiting", str(waiting))
+            why = str(waiting)
+            if self.options.stored and plan is not None:  # a worker: only an inbox reply helps
+                why = f"waiting for the person's reply: `playbooks reply {plan.execution_id} TEXT`"
+            self.note(f"stopped: {why}{resume}")
+            human.emit({"event": "end", "status": "waiting", "message": why})
+            self._finish("waiting", why)
             return FAILED
         except OutputClosed as closed:
             self.note(f"stopped: {closed}{resume}")

@@ -3,6 +3,10 @@
 Replies come from ``--message`` values in order, then from the terminal or
 stdin. ``consumed`` counts replies taken; it is restored from the durable
 state on resume, so a reply that was received is never asked for again.
+With durability on, the execution's durable inbox holds every reply in order
+(``playbooks reply`` writes there; a ``--message`` or typed reply is written
+there before it is used), so reply N is ``inbox[N]`` and ``consumed`` is
+also the number of inbox messages read.
 A reply read from a pipe is echoed, so the transcript shows both sides.
 No stdin at all (``<&-``) is the same as an empty one: the run stops and
 stays resumable, and the model is never blamed for it.
@@ -13,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import IO, Any
+import time
+from typing import IO, Any, Protocol
 
 from .. import terminal as term
 from ..execution.builtins import AwaitingInput, OutputClosed
@@ -26,7 +31,17 @@ NO_MORE_INPUT = (
 )
 
 
+class Inbox(Protocol):
+    """The execution's durable inbox of the person's replies."""
+
+    def read(self) -> list[dict]: ...
+
+    def append(self, message: dict) -> None: ...
+
+
 class Human:
+    inbox: Inbox | None = None  # set when the run is durable
+
     def __init__(
         self,
         *,
@@ -179,19 +194,53 @@ class Human:
 
     async def reply(self, *, id: str, agent: str) -> str:
         self.emit({"event": "wait", "id": id, "agent": agent})
-        given = self.taken < len(self.messages)
+        text = self._from_inbox()
         typed = False
-        if given:
-            text = self.messages[self.taken]
-            self.taken += 1
-        else:
-            text, typed = await self._read(agent)
+        if text is None:
+            given = self.taken < len(self.messages)
+            if given:
+                text = self.messages[self.taken]
+                self.taken += 1
+            else:
+                text, typed = await self._read(agent)
+            text = self._keep(text, agent, "message" if given else "stdin")
         self.consumed += 1
         self._note("reply", id=id, agent=agent, source="user", text=text)
         self.emit({"event": "reply", "id": id, "text": text})
         if not typed:  # a --message or a piped line: show it, as if typed
             self._line("user", text, term.USER_STYLE)
         return text
+
+    def _from_inbox(self) -> str | None:
+        """The next reply when the inbox already holds it (``playbooks reply``)."""
+        if self.inbox is None:
+            return None
+        messages = self._inbox_read()
+        return _text(messages[self.consumed]) if len(messages) > self.consumed else None
+
+    def _inbox_read(self) -> list[dict]:
+        """The inbox; one that cannot be read stops the run (resumable), never the model."""
+        assert self.inbox is not None
+        try:
+            return self.inbox.read()
+        except Exception as error:
+            raise AwaitingInput(f"the replies inbox cannot be read: {error}") from None
+
+    def _keep(self, text: str, agent: str, via: str) -> str:
+        """Write a reply into the inbox before it is used, then take reply number
+        ``consumed`` from there (a ``playbooks reply`` may have come first)."""
+        if self.inbox is None:
+            return text
+        held = len(self._inbox_read())
+        message = {"text": text, "from": "user", "to": agent, "via": via, "ts": time.time()}
+        try:
+            for _ in range(held, self.consumed):  # older executions kept no inbox
+                self.inbox.append({"skip": True})
+            self.inbox.append(message)
+        except Exception as error:
+            raise AwaitingInput(f"the reply could not be stored: {error}") from None
+        messages = self._inbox_read()
+        return _text(messages[self.consumed]) if len(messages) > self.consumed else text
 
     async def _read(self, agent: str) -> tuple[str, bool]:
         """The next line of stdin and whether a person typed it at a terminal."""
@@ -212,3 +261,7 @@ class Human:
         if not line:
             raise AwaitingInput(NO_MORE_INPUT)
         return line.rstrip("\r\n"), interactive
+
+
+def _text(message: dict) -> str:
+    return str(message.get("text", ""))
