@@ -251,7 +251,10 @@ def test_runnable_lists_what_a_worker_may_claim(store: Store) -> None:
     for name, status in states.items():
         manager = CheckpointManager(name, provider)
         manager.open()
-        manager.write_meta({"execution_id": name, "status": status, "inbox_read": 0})
+        # a worker runs only what carries its program (run and run --detach store it)
+        source = {"entry": "p.pb", "files": {"p.pb": {"text": "# A\n"}}, "hash": "h"}
+        meta = {"execution_id": name, "status": status, "inbox_read": 0, "source": source}
+        manager.write_meta(meta)
         if name == "owned-1":
             owner = manager
         else:
