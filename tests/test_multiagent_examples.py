@@ -7,6 +7,7 @@ the agents CreateAgent made come back instead of being made again."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -199,6 +200,7 @@ def test_meeting_with_shared_state(tmp_path: Path) -> None:
 def test_killed_before_effects(name: str, stride: int, tmp_path: Path) -> None:
     """Before every second effect (every third of negotiation's 30), attendees'
     waits included: kept short, since the office program is killed at every one."""
+    stride = int(os.environ.get("PLAYBOOKS_KILL_STRIDE", stride))  # 1: before every effect
     baseline = run(name, tmp_path, ["80000"] if name == "tax" else [], durable=True)
     expected = [(e["id"], e["text"]) for e in events(baseline) if e["event"] == "say"]
     results: list[dict] = []
