@@ -62,6 +62,18 @@ class _Gen:
     refs: set[str] = field(default_factory=set)
 
 
+def retention_victims(present: list[int], stats: dict[int, _Gen], keep: int) -> list[int]:
+    """Oldest generations that can go: the rest still hold ``keep`` checkpoints
+    and at least two generations remain (one rule for every provider)."""
+    kept = list(present)
+    doomed: list[int] = []
+    while len(kept) > 2:
+        if sum(stats.get(g, _Gen()).ckpts for g in kept[1:]) < keep:
+            break
+        doomed.append(kept.pop(0))
+    return doomed
+
+
 @dataclass
 class _Chain:
     """What one pass over a snapshot and the segments after it found."""

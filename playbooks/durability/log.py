@@ -46,6 +46,7 @@ from playbooks.durability.chain import (
     StorageError,
     _Bad,
     _Gen,
+    retention_victims,
 )
 from playbooks.durability.damage import Damage
 from playbooks.durability.records import encode_record
@@ -356,17 +357,8 @@ class ExecutionLog(ChainReader):
     # ------------------------------------------------------------ retention
 
     def _victims(self, present: list[int], keep_last_n: int | None = None) -> list[int]:
-        """Oldest generations that can go: the rest still hold keep_last_n
-        checkpoints and at least two generations remain."""
         keep = self.keep_last_n if keep_last_n is None else max(0, keep_last_n)
-        kept = list(present)
-        doomed: list[int] = []
-        while len(kept) > 2:
-            held = sum(self._stats.get(g, _Gen()).ckpts for g in kept[1:])
-            if held < keep:
-                break
-            doomed.append(kept.pop(0))
-        return doomed
+        return retention_victims(present, self._stats, keep)
 
     def _drop(self, doomed: list[int]) -> int:
         """Delete whole generations and the blobs only they used; returns blobs removed."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .blobs import INLINE_MAX, dumps
-from .chain import _MARKERS, Loaded, StorageError, _Gen
+from .chain import _MARKERS, Loaded, StorageError, _Gen, retention_victims
 from .log import SNAPSHOT_FORMAT, ExecutionLocked, validate_execution_id
 from .postgres_read import PgBlobStore, PgReader
 from .records import encode_record
@@ -492,14 +492,7 @@ class PostgresExecutionLog(PgReader):
 
     def _victims(self, present: list[int], keep_last_n: int | None = None) -> list[int]:
         keep = self.keep_last_n if keep_last_n is None else max(0, keep_last_n)
-        kept = list(present)
-        doomed: list[int] = []
-        while len(kept) > 2:
-            held = sum(self._stats.get(g, _Gen()).ckpts for g in kept[1:])
-            if held < keep:
-                break
-            doomed.append(kept.pop(0))
-        return doomed
+        return retention_victims(present, self._stats, keep)
 
     def _drop(self, doomed: list[int]) -> None:
         if not doomed:
