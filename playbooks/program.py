@@ -378,11 +378,12 @@ class Runner:
                 "source": program_bundle(program),
                 "settings": portable_settings(self.config),
             }
-            self.note(f"execution {execution_id}")
-            human.emit({"event": "start", "execution_id": execution_id})
         if hasattr(plan.provider, "append_inbox"):
             human.inbox = ProviderInbox(plan.provider, execution_id)
         self._write_meta("running")
+        if plan.recorded is None:  # told once the meta is written: a rerun finds it then
+            self.note(f"execution {execution_id}")
+            human.emit({"event": "start", "execution_id": execution_id})
         human.consumed = state.consumed
 
     def _program_record(self, plan: Plan, program: Program) -> dict:
