@@ -94,6 +94,21 @@ def _record_json(record: dict) -> bytes:
     return "".join(_C_ENCODER(record, 0)).encode("utf-8", "surrogatepass")
 
 
+def record_payload(log: Any, record: dict) -> tuple[bytes, set[str]]:
+    """A record's bytes for the log, large values moved to the log's blobs, and the
+    blobs it refers to; refused while recovery still owes a fresh snapshot."""
+    if log._needs_snapshot:
+        raise StorageError(
+            f"execution {log.execution_id}: write a fresh snapshot before appending "
+            "(recovery did not end at the end of the log)"
+        )
+    data = _record_json(record)
+    if len(data) > INLINE_MAX or _MARKERS.search(data):
+        ext, refs = log.blobs.externalize(record)
+        return dumps(ext), refs
+    return data, set()  # nothing in it can be large: no walk needed
+
+
 #: Logs owned (locked) by this process, by folder: the saver protocol writes
 #: through the owner instead of opening a second writer on the same files.
 _OWNERS: dict[str, ExecutionLog] = {}
@@ -246,17 +261,7 @@ class ExecutionLog(ChainReader):
         """Append one record; with sync it is on disk when this returns."""
         with self._mutex:
             self._ensure_loaded()
-            if self._needs_snapshot:
-                raise StorageError(
-                    f"execution {self.execution_id}: write a fresh snapshot before appending "
-                    "(recovery did not end at the end of the log)"
-                )
-            data = _record_json(record)
-            if len(data) > INLINE_MAX or _MARKERS.search(data):
-                ext, refs = self.blobs.externalize(record)
-                data = dumps(ext)
-            else:  # nothing in it can be large: no walk needed
-                refs = set()
+            data, refs = record_payload(self, record)
             frame = encode_record(data)
             fd = self._segment_fd()
             start = self._seg_size

@@ -26,9 +26,9 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .blobs import INLINE_MAX, dumps
-from .chain import _MARKERS, Loaded, StorageError, _Gen, retention_victims
-from .log import SNAPSHOT_FORMAT, ExecutionLocked, validate_execution_id
+from .blobs import dumps
+from .chain import Loaded, StorageError, _Gen, retention_victims
+from .log import SNAPSHOT_FORMAT, ExecutionLocked, record_payload, validate_execution_id
 from .postgres_read import PgBlobStore, PgReader
 from .records import encode_record
 
@@ -340,17 +340,7 @@ class PostgresExecutionLog(PgReader):
         with self._mutex:
             self._fenced()
             self._ensure_loaded()
-            if self._needs_snapshot:
-                raise StorageError(
-                    f"execution {self.execution_id}: write a fresh snapshot before appending "
-                    "(recovery did not end at the end of the log)"
-                )
-            data = dumps(record)
-            if len(data) > INLINE_MAX or _MARKERS.search(data):
-                ext, refs = self.blobs.externalize(record)
-                data = dumps(ext)
-            else:
-                refs = set()
+            data, refs = record_payload(self, record)
             frame = encode_record(data)
             self._pending.append((self._seq, self._gen, frame))
             self._seq += 1
