@@ -175,7 +175,11 @@ class Worker:
         if len(self.tasks) >= self.options.concurrency:
             return []
         want = self.options.concurrency + len(self.tasks) + 8
-        found = await asyncio.to_thread(self.provider.runnable, want)
+        try:
+            found = await asyncio.to_thread(self.provider.runnable, want)
+        except Exception as error:  # a look that failed: the next poll looks again
+            self.note(f"cannot list runnable executions: {type(error).__name__}: {error}")
+            return []
         now = time.monotonic()
         found = [e for e in found if e not in self.tasks and self.backoff.get(e, 0.0) <= now]
         random.shuffle(found)  # workers that look at once try different ones first

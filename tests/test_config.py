@@ -158,7 +158,10 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path: Path) -> None:
     message = error_of(path)
     assert message.startswith(f"{path}: unknown key 'durability.enable'")
     assert "did you mean 'enabled'?" in message
-    assert "expected one of: enabled, provider, path, dsn, lease_seconds, keep_last_n, fsync, allow_pickle" in message
+    assert (
+        "expected one of: enabled, provider, path, dsn, lease_seconds, keep_last_n, fsync, allow_pickle"
+        in message
+    )
 
 
 def test_unknown_section_and_top_level_key(tmp_path: Path) -> None:
@@ -174,7 +177,9 @@ def test_wrong_type_names_key_expected_and_given(tmp_path: Path) -> None:
     path = write(tmp_path, "[durability]\nkeep_last_n = 0\n")
     assert error_of(path).endswith("durability.keep_last_n: expected an integer >= 1, got 0")
     path = write(tmp_path, '[durability]\nprovider = "s3"\n')
-    assert "durability.provider: expected one of: 'filesystem', 'postgres', got 's3'" in error_of(path)
+    assert "durability.provider: expected one of: 'filesystem', 'postgres', got 's3'" in error_of(
+        path
+    )
     path = write(tmp_path, 'model = "gpt"\n')
     assert "model: expected a table, got 'gpt'" in error_of(path)
     path = write(tmp_path, "[safety]\nallowed_imports = 'math'\n")

@@ -48,3 +48,33 @@ def test_growing_list_costs_about_what_was_added(tmp_path) -> None:
         value = apply(value, rec["vars"]["items"])
     assert value == items
     assert len(loaded.records) < STEPS  # recovery starts from a snapshot, not the beginning
+
+
+def test_an_unchanged_long_text_is_hashed_once_and_rewritten_if_its_blob_went(tmp_path) -> None:
+    """Snapshots externalize the same long text again and again: the store knows it
+    by identity and skips encoding and hashing it, but never trusts a blob that is gone."""
+    from playbooks.durability.blobs import BLOB_KEY, BlobStore
+
+    store = BlobStore(tmp_path / "blobs", fsync=False)
+    text = "a long response " * 1000
+    puts: list[int] = []
+    real_put = store.put
+
+    def counting_put(content: bytes) -> str:
+        puts.append(len(content))
+        return real_put(content)
+
+    store.put = counting_put  # type: ignore[method-assign]
+    first, refs = store.externalize({"response": text, "short": "x"})
+    again, refs_again = store.externalize({"response": text, "short": "y"})
+    assert len(puts) == 1
+    assert first["response"] == again["response"] and refs == refs_again
+    sha = first["response"][BLOB_KEY]
+    store.remove(sha)
+    third, _ = store.externalize({"response": text})
+    assert len(puts) == 2 and third["response"][BLOB_KEY] == sha
+    assert (tmp_path / "blobs" / sha).exists()
+    equal_but_new = "".join(["a long response "] * 1000)  # another object: hashed again
+    store.externalize({"response": equal_but_new})
+    assert len(puts) == 3
+    assert store.resolve(third, set()) == {"response": text}

@@ -281,9 +281,24 @@ def _wait_finished(workers: list[WorkerProcess], execution_id: str, timeout: flo
     deadline = time.monotonic() + timeout
     while not _finished_somewhere(workers, execution_id):
         if time.monotonic() > deadline:
-            raise AssertionError(f"{execution_id} never finished")
+            raise AssertionError(f"{execution_id} never finished: {_story(workers, execution_id)}")
         with workers[0].changed:
             workers[0].changed.wait(0.2)
+
+
+def _story(workers: list[WorkerProcess], execution_id: str) -> str:
+    """What each worker said of the execution, whether it still runs, and its
+    newest events: enough to tell a lost claim from a stuck run or a dead worker."""
+    told = []
+    for number, worker in enumerate(workers):
+        with worker.changed:
+            mine = [e for _, e in worker.events if e.get("execution_id") == execution_id]
+            last = [e for _, e in worker.events][-3:]
+        told.append(
+            f"worker {number} (pid {worker.proc.pid}, exit {worker.proc.poll()}): "
+            f"{[(e.get('event'), e.get('status')) for e in mine]}; last {last}"
+        )
+    return " | ".join(told)
 
 
 def _list(cwd: Path) -> list[dict]:

@@ -72,6 +72,12 @@ class BlobStore:
         self.dir = directory
         self.fsync = fsync
         self._known: set[str] | None = None  # listed once, then kept up to date
+        #: Large strings of the last externalize, by identity, with their hash:
+        #: a snapshot re-externalizes the same unchanged text (a response, a
+        #: long variable) every time, and need not encode and hash it again.
+        #: Each entry holds its string, so its id cannot be reused meanwhile.
+        self._seen: dict[int, tuple[str, str]] = {}
+        self._seeing: dict[int, tuple[str, str]] = {}
 
     def names(self) -> set[str]:
         if self._known is None:
@@ -119,14 +125,27 @@ class BlobStore:
     def externalize(self, value: Any) -> tuple[Any, set[str]]:
         """Replace large strings and lists by references; returns (value, refs)."""
         refs: set[str] = set()
-        out, _ = self._ext(value, refs)
+        self._seeing = {}
+        try:
+            out, _ = self._ext(value, refs)
+        finally:
+            self._seen, self._seeing = self._seeing, {}
         return out, refs
+
+    def _put_text(self, v: str) -> str:
+        known = self._seen.get(id(v))
+        if known is not None and known[0] is v and known[1] in self.names():
+            sha = known[1]
+        else:
+            sha = self.put(dumps(v))
+        self._seeing[id(v)] = (v, sha)
+        return sha
 
     def _ext(self, v: Any, refs: set[str]) -> tuple[Any, int]:
         """Returns the externalized value and its approximate JSON size."""
         if isinstance(v, str):
             if len(v) > INLINE_MAX:
-                sha = self.put(dumps(v))
+                sha = self._put_text(v)
                 refs.add(sha)
                 return {BLOB_KEY: sha}, 80
             return v, len(v) + 2

@@ -53,7 +53,7 @@ from playbooks.durability.records import encode_record
 
 __all__ = ["DamagedLog", "ExecutionLocked", "ExecutionLog", "Loaded", "StorageError"]
 
-MIN_SNAPSHOT_GAP = 16 * 1024
+MIN_SNAPSHOT_GAP = 32 * 1024  # bytes of records between snapshots, at least
 SNAPSHOT_FORMAT = 1
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -266,16 +266,21 @@ class ExecutionLog(ChainReader):
             fd = self._segment_fd()
             start = self._seg_size
             try:
-                view = memoryview(frame)
-                while view:
-                    view = view[os.write(fd, view) :]
+                written = os.write(fd, frame)
+                if written < len(frame):  # a short write: the rest, however many it takes
+                    view = memoryview(frame)[written:]
+                    while view:
+                        view = view[os.write(fd, view) :]
             except OSError as exc:
                 os.ftruncate(fd, start)  # never leave half a record before the next one
                 raise StorageError(f"cannot append to {self._path(SEG, self._gen)}: {exc}") from exc
             self._seg_size = start + len(frame)
             self._appended += len(frame)
-            stats = self._stats.setdefault(self._gen, _Gen())
-            stats.refs |= refs
+            stats = self._stats.get(self._gen)
+            if stats is None:
+                stats = self._stats[self._gen] = _Gen()
+            if refs:
+                stats.refs |= refs
             kind = record.get("k")
             if kind == "ckpt" or "ck" in record:  # an await may carry a checkpoint
                 stats.ckpts += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from itertools import repeat
 from typing import Any
 
 from . import log as logmod
@@ -25,7 +26,7 @@ from .agents_view import agents_view, meetings_view
 from .damage import refusal
 from .errors import decode_error, encode_error
 from .protocol import CheckpointProvider
-from .state import ExecutionState, FrameState, call_key, unfold
+from .state import ExecutionState, FrameState, call_key
 from .varcache import VariableCache
 
 logger = logging.getLogger("playbooks.durability")
@@ -206,7 +207,10 @@ class CheckpointManager:
                 and record["t"] == pending["t"]
             ):
                 self._pending = None  # it rides on this record (``ck``)
-                record["ck"] = {k: v for k, v in pending.items() if k not in _CARRIED}
+                carried = dict(pending)
+                for name in _CARRIED:
+                    del carried[name]
+                record["ck"] = carried
             else:
                 self.flush()  # records stay in the order the facts happened
         if _CRASH is not None and crash:
@@ -226,8 +230,7 @@ class CheckpointManager:
         frame = state.frames.get(record["f"])
         cache = self._var_caches.get(record["f"])
         in_step = cache is not None and cache.matches(frame)
-        for part in unfold(record):
-            state.apply(part)
+        state.apply(record)
         if in_step:
             assert cache is not None
             cache.synced(state.frames[record["f"]])
@@ -346,7 +349,9 @@ class CheckpointManager:
             self.flush()
         frame = state.frames.get(frame_id)
         old = frame.vars if frame is not None else {}
-        plain = {k: v for k, v in variables.items() if not k.startswith("__")}
+        plain = variables  # read only here: runtime names are left out, if there are any
+        if any(map(str.startswith, variables, repeat("__"))):
+            plain = {k: v for k, v in variables.items() if not k.startswith("__")}
         cache = self._var_caches.get(frame_id)
         if cache is None:
             cache = self._var_caches[frame_id] = VariableCache()

@@ -127,9 +127,10 @@ class ExecutionState:
 
     # -- applying records -------------------------------------------------
     def apply(self, r: dict) -> None:
-        if "ck" in r:  # a checkpoint carried by an await record comes first
-            for part in unfold(r):
-                self.apply(part)
+        carried = r.get("ck")
+        if isinstance(carried, dict):  # a checkpoint carried by an await record comes first
+            self._on_ckpt({"f": r["f"], "t": r["t"], **carried})
+            self._on_await(r)  # it reads only its own fields, not "ck"
             return
         getattr(self, "_on_" + r["k"])(r)
 
@@ -188,31 +189,44 @@ class ExecutionState:
 
     def _on_await(self, r: dict) -> None:
         frame = self._frame(r)
-        key = call_key(r["t"], r["i"], r["q"])
-        frame.journal[key] = {k: r[k] for k in ("ok", "err", "c", "d") if k in r}
-        self.frames.pop(f"{frame.id}/{key}", None)  # the callee's result now lives here
+        key = f"{r['t']}.{r['i']}.{r['q']}"  # call_key, inlined: this runs for every await
+        entry = {"ok": r["ok"]} if "ok" in r else {}
+        if "err" in r:
+            entry["err"] = r["err"]
+        if "c" in r:
+            entry["c"] = r["c"]
+        if "d" in r:
+            entry["d"] = r["d"]
+        frame.journal[key] = entry
+        if len(self.frames) > 1:  # the callee's result now lives here
+            self.frames.pop(f"{frame.id}/{key}", None)
         ev = r.get("ev")
-        if ev:
-            if "say" in ev:
-                self.transcript.append(ev["say"])
-                del self.transcript[:-TRANSCRIPT_KEEP]
-            if "consumed" in ev:
-                self.consumed = max(self.consumed, ev["consumed"])
-            if "step" in ev:
-                frame.step = ev["step"]
-            for mail in ev["mail"] if isinstance(ev.get("mail"), list) else [ev.get("mail")]:
+        if not ev:
+            return
+        if "step" in ev:
+            frame.step = ev["step"]
+            if len(ev) == 1:
+                return
+        if "say" in ev:
+            self.transcript.append(ev["say"])
+            del self.transcript[:-TRANSCRIPT_KEEP]
+        if "consumed" in ev:
+            self.consumed = max(self.consumed, ev["consumed"])
+        if "mail" in ev:
+            mails = ev["mail"]
+            for mail in mails if isinstance(mails, list) else [mails]:
                 if mail and mail["id"] not in self.received:
                     self.mail[mail["id"]] = mail
-            if "closed" in ev:
-                self.closed.append(ev["closed"])
-            if "shared" in ev:
-                number = str(ev["shared"]["meeting"])
-                self.shared.setdefault(number, {}).update(ev["shared"]["set"])
-            if "received" in ev:
-                self.mail.pop(ev["received"], None)
-                self.received.append(ev["received"])
-            if "agent" in ev:
-                self.created.append(ev["agent"])
+        if "closed" in ev:
+            self.closed.append(ev["closed"])
+        if "shared" in ev:
+            number = str(ev["shared"]["meeting"])
+            self.shared.setdefault(number, {}).update(ev["shared"]["set"])
+        if "received" in ev:
+            self.mail.pop(ev["received"], None)
+            self.received.append(ev["received"])
+        if "agent" in ev:
+            self.created.append(ev["agent"])
 
     def _on_ckpt(self, r: dict) -> None:
         frame = self._frame(r)

@@ -16,6 +16,8 @@ import ast
 import inspect
 import linecache
 from collections.abc import Callable
+from itertools import filterfalse
+from operator import ne
 from typing import Any
 
 from .journal import (
@@ -195,13 +197,20 @@ class StreamingPythonExecutor:
         return "\n".join(self.executed)
 
     def variables(self) -> dict[str, Any]:
-        """What the code bound: everything that is not runtime-provided."""
-        provided = self._provided
-        return {
-            k: v
-            for k, v in self.namespace.items()
-            if not k.startswith("__") and provided.get(k) != id(v)
-        }
+        """What the code bound: everything that is not runtime-provided.
+
+        Called after every statement of a durable run, so the usual case (no
+        runtime-provided name rebound or deleted) is answered by C-level
+        iteration over the namespace; a rebound one takes the full look."""
+        provided, namespace = self._provided, self.namespace
+        if any(map(ne, map(id, map(namespace.get, provided)), provided.values())):
+            return {
+                k: v
+                for k, v in namespace.items()
+                if not k.startswith("__") and provided.get(k) != id(v)
+            }
+        mine = filterfalse(provided.__contains__, namespace)
+        return {k: namespace[k] for k in mine if not k.startswith("__")}
 
     @classmethod
     async def resume_from_checkpoint(
