@@ -6,6 +6,7 @@ import os
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # before anything imports litellm
 
+import asyncio  # noqa: E402
 import json  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -648,3 +649,30 @@ def test_a_call_that_keeps_failing_exits_1_in_one_line_and_resumes_later(
         out, err = capsys.readouterr()
     assert "resuming" in err
     assert [json.loads(line)["text"] for line in out.splitlines() if '"say"' in line] == ["Hi!"]
+
+
+async def test_each_run_in_one_process_hears_only_its_own_llm_calls():
+    """A worker runs several executions in one process: the call listener one run
+    installs must not receive (or be removed by) another run's calls."""
+    from playbooks.llm.client import LLMRequest, notify, set_call_listener
+
+    heard: dict[str, list[str]] = {"a": [], "b": []}
+    both_listening = asyncio.Event()
+    ready = 0
+
+    async def run(name: str, playbook: str) -> None:
+        nonlocal ready
+        set_call_listener(lambda event, request: heard[name].append(request.playbook))
+        ready += 1
+        if ready == 2:
+            both_listening.set()
+        await both_listening.wait()
+        notify("start", LLMRequest(messages=[], call_index=0, playbook=playbook))
+        if name == "a":
+            set_call_listener(None)  # run a ends first: b keeps its listener
+
+        await asyncio.sleep(0)
+        notify("end", LLMRequest(messages=[], call_index=0, playbook=playbook))
+
+    await asyncio.gather(run("a", "PlaybookOfA"), run("b", "PlaybookOfB"))
+    assert heard == {"a": ["PlaybookOfA"], "b": ["PlaybookOfB", "PlaybookOfB"]}

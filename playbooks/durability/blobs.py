@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,12 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes, fsync: bool) -> None:
-    """Replace path with data so that a crash leaves either the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Replace path with data so that a crash leaves either the old or the new file.
+
+    The temporary name is the writer's own: two processes replacing the same
+    file at once (a worker mending a meta.json another one is finishing) must
+    not write into one temporary file, which could leave both halves mixed."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)

@@ -11,6 +11,7 @@ then adds only what the preview did not show.
 from __future__ import annotations
 
 import ast
+import contextvars
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,14 +117,17 @@ def partial_say(text: str) -> SayPreview | None:
 #: Told (key, text) as more of a streaming Say becomes certain; ``key`` names
 #: the Say (frame, turn, offset). Installed by the terminal view, never in --json.
 PreviewListener = Callable[[tuple, str], None]
-_listener: PreviewListener | None = None
+#: Context-local, not global: a worker runs several executions in one process,
+#: and each one's events must reach its own output (tasks inherit it).
+_listener: contextvars.ContextVar[PreviewListener | None] = contextvars.ContextVar(
+    "previewlistener", default=None
+)
 
 
 def set_preview_listener(listener: PreviewListener | None) -> None:
     """Install (or with None remove) the one listener shown streaming Says."""
-    global _listener
-    _listener = listener
+    _listener.set(listener)
 
 
 def preview_listener() -> PreviewListener | None:
-    return _listener
+    return _listener.get()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import re
 from collections.abc import AsyncIterator, Callable
@@ -72,19 +73,23 @@ class LLMClient(Protocol):
 #: fails or is abandoned (``request.usage`` is then set if the provider said):
 #: the terminal shows a spinner meanwhile. One listener at most; it must not raise.
 CallListener = Callable[[str, "LLMRequest"], None]
-_listener: CallListener | None = None
+#: Context-local, not global: a worker runs several executions in one process,
+#: and each one's events must reach its own output (tasks inherit it).
+_listener: contextvars.ContextVar[CallListener | None] = contextvars.ContextVar(
+    "calllistener", default=None
+)
 
 
 def set_call_listener(listener: CallListener | None) -> None:
     """Install (or with None remove) the one listener told about LLM calls."""
-    global _listener
-    _listener = listener
+    _listener.set(listener)
 
 
 def notify(event: str, request: LLMRequest) -> None:
-    if _listener is not None:
+    listener = _listener.get()
+    if listener is not None:
         try:
-            _listener(event, request)
+            listener(event, request)
         except Exception:  # noqa: BLE001 - a progress display never breaks a run
             pass
 
