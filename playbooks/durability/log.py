@@ -260,10 +260,11 @@ class ExecutionLog(ChainReader):
     def append(self, record: dict, *, sync: bool = False) -> None:
         """Append one record; with sync it is on disk when this returns."""
         with self._mutex:
-            self._ensure_loaded()
+            if not self._loaded:
+                self.load()
             data, refs = record_payload(self, record)
             frame = encode_record(data)
-            fd = self._segment_fd()
+            fd = self._fd if self._fd is not None else self._segment_fd()
             start = self._seg_size
             try:
                 written = os.write(fd, frame)

@@ -62,8 +62,6 @@ def _crash_point(kind: str, phase: str) -> None:
 
 
 Key = tuple[int, int, int]
-#: Fields of a kept-back checkpoint that its carrier already has.
-_CARRIED = frozenset({"k", "f", "t"})
 #: Values stored as they are (floats are not: NaN and infinities need a tag).
 _SCALARS = frozenset({str, int, bool})
 
@@ -86,7 +84,8 @@ class CheckpointManager:
         self._var_caches: dict[str, VariableCache] = {}
         #: The checkpoint of a statement that changed no variable, kept back to
         #: ride on the frame's next await record (see ``record_checkpoint``).
-        self._pending: dict | None = None
+        #: As (frame, turn, the fields the carrier does not already have).
+        self._pending: tuple[str, int, dict] | None = None
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -153,7 +152,8 @@ class CheckpointManager:
     def flush(self) -> None:
         """Write the checkpoint kept back for the next record now (a response ended)."""
         if self._pending is not None:
-            record, self._pending = self._pending, None
+            (frame_id, turn, carried), self._pending = self._pending, None
+            record = {"k": "ckpt", "f": frame_id, "t": turn, **carried}
             self._append(record, crash=False, kept=True)  # its crash points passed already
 
     def barrier(self) -> None:
@@ -201,16 +201,9 @@ class CheckpointManager:
         assert self._log is not None
         pending = self._pending
         if pending is not None:
-            if (
-                record["k"] == "await"
-                and record["f"] == pending["f"]
-                and record["t"] == pending["t"]
-            ):
+            if record["k"] == "await" and record["f"] == pending[0] and record["t"] == pending[1]:
                 self._pending = None  # it rides on this record (``ck``)
-                carried = dict(pending)
-                for name in _CARRIED:
-                    del carried[name]
-                record["ck"] = carried
+                record["ck"] = pending[2]
             else:
                 self.flush()  # records stay in the order the facts happened
         if _CRASH is not None and crash:
@@ -368,26 +361,32 @@ class CheckpointManager:
                 deltas[name] = {"op": "set", "v": value}
         gone = [n for n in old if n not in plain] if len(old) > len(plain) or deltas else []
         number = state.counter + 1
-        record: dict[str, Any] = {"k": "ckpt", "f": frame_id, "t": turn, "i": cursor, "n": number}
-        record["stmt"] = statement
-        if deltas:  # an empty change is left out (readers default to none)
-            record["vars"] = deltas
-        if gone:
-            record["del"] = gone
-        record["ts"] = time.time()
-        if position is not None:
-            record["pos"] = list(position)
-        if definitions:
-            record["defs"] = definitions
         assert self._log is not None
         if lazy and not deltas and not gone and not definitions and frame is not None:
+            # kept back as it will ride, in the fields the carrier does not have
+            carried: dict[str, Any] = {"i": cursor, "n": number, "stmt": statement}
+            carried["ts"] = time.time()
+            if position is not None:
+                carried["pos"] = list(position)
             if _CRASH is not None:
                 _crash_point("ckpt", "before")
-            self._pending = record
+            self._pending = (frame_id, turn, carried)
             cache.synced(frame)
             if _CRASH is not None:
                 _crash_point("ckpt", "after")
         else:
+            record: dict[str, Any] = {"k": "ckpt", "f": frame_id, "t": turn, "i": cursor}
+            record["n"] = number
+            record["stmt"] = statement
+            if deltas:  # an empty change is left out (readers default to none)
+                record["vars"] = deltas
+            if gone:
+                record["del"] = gone
+            record["ts"] = time.time()
+            if position is not None:
+                record["pos"] = list(position)
+            if definitions:
+                record["defs"] = definitions
             self._append(record)
             cache.synced(state.frames[frame_id])
         if self._log.should_snapshot():
