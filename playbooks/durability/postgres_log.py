@@ -6,14 +6,17 @@ the records appended after it; recovery reads the newest snapshot that
 decodes and every record from its generation on, in sequence order.
 
 Writes are cheap until they matter. A record is one INSERT on a connection
-with ``synchronous_commit = off``: committed (a killed client loses nothing)
-but not yet flushed. The barrier before an effect (:meth:`sync`) is one
-synchronous UPDATE of the execution's row that checks the fencing token and
-renews the lease; its WAL flush covers every record before it. Every write
-is conditional on the token taken at the claim, and locks the execution's row
-in share mode, so a claim (FOR UPDATE) and a stale owner's write never
-interleave: once another process has claimed, the old owner's writes touch
-nothing and it gets :class:`LeaseLost`.
+with ``synchronous_commit = off``, sent without waiting for its answer
+(:mod:`.postgres_pipe`): it commits even if this process dies right after,
+but is not yet flushed. The barrier before an effect (:meth:`sync`) goes down
+the same connection after them: one statement that inserts what is pending,
+checks the fencing token, and commits synchronously, so its one WAL flush
+covers every record before it; all the answers come back in that one round
+trip. Every write is conditional on the token taken at the claim, and locks
+the execution's row in share mode, so a claim (FOR UPDATE) and a stale owner's
+write never interleave: once another process has claimed, the old owner's
+writes touch nothing and it gets :class:`LeaseLost`. The lease itself is
+renewed by a thread of its own, on a second connection.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .blobs import dumps
 from .chain import Loaded, StorageError, _Gen, retention_victims
 from .log import SNAPSHOT_FORMAT, ExecutionLocked, record_payload, validate_execution_id
+from .postgres_pipe import RecordPipe
 from .postgres_read import PgBlobStore, PgReader
 from .records import encode_record
 
@@ -80,6 +84,9 @@ class PostgresExecutionLog(PgReader):
         self._loaded = False
         self._dirty = False  # committed asynchronously since the last barrier
         self._pending: list[tuple[int, int, bytes]] = []  # (seq, gen, frame) not sent yet
+        self._pipe: RecordPipe | None = None  # on _conn: records sent, answers not read
+        self._sent: list[list[tuple[int, int, bytes]]] = []  # each batch the pipe holds
+        self._anchor = 0  # the first seq whose predecessor need not be checked
         self._gen = 0
         self._gens: set[int] = set()
         self._seq = 0
@@ -99,6 +106,8 @@ class PostgresExecutionLog(PgReader):
                 pass
         conn = self.provider._connect(sync=which == "_lease", retry=True)
         setattr(self, which, conn)
+        if which == "_conn":
+            self._pipe = RecordPipe(conn, self.execution_id)
         return conn
 
     def _query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
@@ -114,6 +123,8 @@ class PostgresExecutionLog(PgReader):
 
     def _run(self, which: str, sql: str, params: Any, *, fetch: bool) -> Any:
         psycopg = self.provider._psycopg
+        if which == "_conn":
+            self._collect()
         for attempt in (0, 1):
             conn = getattr(self, which) or self._reconnect(which)
             try:
@@ -122,10 +133,47 @@ class PostgresExecutionLog(PgReader):
             except psycopg.OperationalError as exc:
                 if attempt or not conn.broken:
                     raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
-                self._reconnect(which)
-                if self._token is not None:
-                    self._check_continuity()
+                self._recover(which)
         raise AssertionError("unreachable")
+
+    def _recover(self, which: str) -> None:
+        """A new connection after a broken one; when owned, check nothing was lost
+        and point the lease at the new session (so no one takes it for dead)."""
+        self._reconnect(which)
+        if self._token is not None:
+            self._check_continuity()
+            if which == "_lease" and self._lost is None:
+                params = {"id": self.execution_id, "lease": self.provider.lease}
+                self._lease.execute(_RENEW, {**params, "token": self._token})
+
+    def _collect(self) -> None:
+        """Read the answers of the records sent without waiting; check each count."""
+        if self._pipe is None or not self._pipe.busy:
+            return
+        batches, self._sent = self._sent, []
+        try:
+            counts = self._pipe.collect()
+        except self.provider._psycopg.OperationalError:
+            # the connection broke: what was in flight goes again (it is idempotent)
+            self._pending[:0] = [r for batch in batches for r in batch]
+            if not self._conn.broken:
+                raise StorageError(f"execution {self.execution_id}: PostgreSQL failed") from None
+            self._recover("_conn")
+            return
+        self._check_counts(batches, counts)
+
+    def _after(self, seq: int) -> int | None:
+        """The record a write starting at ``seq`` needs stored first (None: none)."""
+        return seq - 1 if seq > self._anchor else None
+
+    def _check_counts(self, batches: list[list[tuple[int, int, bytes]]], counts: list[int]) -> None:
+        for batch, count in zip(batches, counts, strict=True):
+            if count != len(batch):  # fenced out, or a retry of rows already stored
+                waiting, self._pending = self._pending, batch
+                try:
+                    self._check_stored()
+                finally:
+                    self._pending = waiting
 
     def _check_continuity(self) -> None:
         """After a reconnect: every record this process appended is still there
@@ -226,7 +274,8 @@ class PostgresExecutionLog(PgReader):
                 )
 
     def sync(self) -> None:
-        """The barrier: one synchronous commit that re-checks the token and renews the lease."""
+        """The barrier: one synchronous commit of the pending records that re-checks the
+        token, after (and covering) every record sent before it; one round trip."""
         with self._mutex:
             self._fenced()
             if self._token is None:
@@ -234,29 +283,46 @@ class PostgresExecutionLog(PgReader):
                     "UPDATE pb_executions SET updated = now() WHERE id = %s", (self.execution_id,)
                 )
                 return
-            if self._pending or self._dirty:  # one synchronous commit: pending records,
-                params = self._params()  # the fence and the lease renewal, together
-                rows = self._run("_lease", self._BARRIER, params, fetch=True)
-                if not rows[0][0]:
-                    self._pending.clear()
+            if not (self._pending or self._dirty or self._sent):
+                held = self._run(  # nothing new: only the fence, read-only (no WAL, no flush)
+                    "_lease",
+                    "SELECT 1 FROM pb_executions WHERE id = %s AND token = %s",
+                    (self.execution_id, self._token),
+                    fetch=True,
+                )
+                if not held:
                     raise self._lose(
                         f"lease lost: another process claimed it (our fencing token {self._token})"
                     )
-                if rows[0][1] != len(self._pending):
-                    self._check_stored()
-                self._pending.clear()
+                return
+            psycopg = self.provider._psycopg
+            for attempt in (0, 1):
+                if self._conn is None:
+                    self._reconnect("_conn")
+                assert self._pipe is not None
+                batch, self._pending = self._pending, []
+                batches, self._sent = [*self._sent, batch], []
+                try:
+                    after = self._after(batch[0][0] if batch else self._seq)
+                    self._pipe.barrier(batch, self._token, after, synchronous=self.provider.fsync)
+                    counts = self._pipe.collect()
+                except psycopg.OperationalError as exc:  # all of it goes again (idempotent)
+                    self._pending = [r for b in batches for r in b] + self._pending
+                    if attempt or not self._conn.broken:
+                        raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
+                    self._recover("_conn")
+                    continue
+                *records, fence = counts
+                self._check_counts(batches[:-1], records)
+                if fence != (len(batch) or 1):
+                    if not batch:
+                        raise self._lose(
+                            "lease lost: another process claimed it "
+                            f"(our fencing token {self._token})"
+                        )
+                    self._check_counts([batch], [fence])
                 self._dirty = False
                 return
-            held = self._run(  # nothing new: only the fence, read-only (no WAL, no flush)
-                "_lease",
-                "SELECT 1 FROM pb_executions WHERE id = %s AND token = %s",
-                (self.execution_id, self._token),
-                fetch=True,
-            )
-            if not held:
-                raise self._lose(
-                    f"lease lost: another process claimed it (our fencing token {self._token})"
-                )
 
     def close(self) -> None:
         with self._mutex:
@@ -266,6 +332,7 @@ class PostgresExecutionLog(PgReader):
                     del self.provider._owners[self.execution_id]
                 if self._lost is None:
                     try:  # one synchronous commit: everything appended is durable
+                        self._collect()
                         self._run(
                             "_lease",
                             "UPDATE pb_executions SET owner = NULL, lease_until = NULL, "
@@ -282,6 +349,8 @@ class PostgresExecutionLog(PgReader):
                 if conn is not None:
                     conn.close()
                     setattr(self, which, None)
+            self._pipe = None
+            self._sent = []
         if self._renewer is not None and self._renewer is not threading.current_thread():
             self._renewer.join()
             self._renewer = None
@@ -293,7 +362,7 @@ class PostgresExecutionLog(PgReader):
             self._loaded = True
             loaded, info = self._chain()
             self._gen = info["top"]
-            self._seq = info["seq"]
+            self._seq = self._anchor = info["seq"]
             self._stats = info["stats"]
             self._puts = dict(loaded.puts)
             self._appended = info["appended"]
@@ -326,13 +395,6 @@ class PostgresExecutionLog(PgReader):
         "INSERT INTO pb_records (execution_id, seq, gen, frame) "
         f"SELECT e.id, v.seq, v.gen, v.frame FROM pb_executions e, {_VALUES} "
         "WHERE e.id = %(id)s AND e.token = %(token)s FOR SHARE OF e ON CONFLICT DO NOTHING"
-    )
-    _BARRIER = (
-        f"WITH ok AS ({_RENEW.replace('RETURNING 1', 'RETURNING id')}), "
-        "ins AS (INSERT INTO pb_records (execution_id, seq, gen, frame) "
-        f"SELECT ok.id, v.seq, v.gen, v.frame FROM ok, {_VALUES} "
-        "ON CONFLICT DO NOTHING RETURNING 1) "
-        "SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM ins)"
     )
 
     def append(self, record: dict, *, sync: bool = False) -> None:
@@ -370,21 +432,38 @@ class PostgresExecutionLog(PgReader):
         }
 
     def _send(self) -> None:
-        """Commit the pending records (asynchronously: a killed client loses none)."""
+        """Send the pending records: committed asynchronously, and, when owned, without
+        waiting for the answer (the next barrier or read collects it)."""
         if not self._pending:
             return
-        params = self._params()
         if self._token is None:  # not claimed (tools, tests): unfenced, like a file
             sql = (
                 "INSERT INTO pb_records (execution_id, seq, gen, frame) "
                 f"SELECT %(id)s, v.seq, v.gen, v.frame FROM {self._VALUES}"
             )
-        else:
-            sql = self._INSERT
-        self._dirty = True
-        if self._write(sql, params) != len(self._pending):
-            self._check_stored()
-        self._pending.clear()
+            if self._write(sql, self._params()) != len(self._pending):
+                self._check_stored()
+            self._pending.clear()
+            return
+        psycopg = self.provider._psycopg
+        for attempt in (0, 1):
+            if self._conn is None:
+                self._reconnect("_conn")
+            assert self._pipe is not None
+            try:
+                after = self._after(self._pending[0][0])
+                self._pipe.send(self._pending, self._token, after)
+            except psycopg.OperationalError as exc:  # what was in flight goes again too
+                self._pending[:0] = [r for b in self._sent for r in b]
+                self._sent = []
+                if attempt or not self._conn.broken:
+                    raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
+                self._recover("_conn")
+                continue
+            self._sent.append(self._pending)
+            self._pending = []
+            self._dirty = True
+            return
 
     def _check_stored(self) -> None:
         """Fewer rows than records went in: fenced out, or a retry of a commit that made it."""
@@ -443,6 +522,7 @@ class PostgresExecutionLog(PgReader):
             )
             self._gens.add(new)
             self._gen = new
+            self._anchor = self._seq  # what came before it may go with retention
             self._appended = 0
             self._snap_size = len(data)
             self._needs_snapshot = False
@@ -451,6 +531,7 @@ class PostgresExecutionLog(PgReader):
         """body() and the removal of the doomed generations, all or nothing, fenced."""
         if self._conn is None:
             raise StorageError(f"execution {self.execution_id}: only its owner can change it")
+        self._collect()
         self._dirty = True
         try:
             with self._conn.transaction():
@@ -529,6 +610,7 @@ class PostgresExecutionLog(PgReader):
             if self._token is None:
                 self.provider._shared_write(sql, params, notify=True)
                 return
+            self._collect()  # the records before it are in first
             if self._run("_lease", sql + " AND token = %(token)s", params, fetch=False) != 1:
                 raise self._lose(
                     f"lease lost: another process claimed it (our fencing token {self._token})"
