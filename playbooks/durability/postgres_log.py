@@ -619,10 +619,12 @@ class PostgresExecutionLog(PgReader):
 
     # ------------------------------------------------------------ inspection
     def flush(self) -> None:
-        """Send what is pending (for readers in this process); not a barrier."""
+        """Send what is pending and wait for what is in flight (readers anywhere see it
+        all); not a barrier."""
         with self._mutex:
-            if self._pending and self._lost is None:
+            if self._lost is None:
                 self._send()
+                self._collect()
 
 
 def _who(owner: str | None) -> str:
