@@ -152,6 +152,63 @@ def test_after_a_record_write_fails_nothing_sent_after_it_lands(postgres_dsn: st
     owner.close()
 
 
+WRITER = """
+import sys
+from playbooks.durability import CheckpointManager, PostgresCheckpointProvider
+m = CheckpointManager("ex-w", PostgresCheckpointProvider(sys.argv[1], lease=60))
+m.open()
+m.record_frame("main", parent=None, playbook="Main", kind="markdown", args={})
+m.before_effect()
+print("ready", flush=True)
+sys.stdin.readline()
+m.record_text("main", 0, "the answer", done=True)  # a finished stream's text
+print("sent", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_claim_waits_for_the_records_a_killed_owner_left_in_flight(postgres_dsn: str) -> None:
+    """The owner's session is its writer's: records it sent just before it was
+    killed are run before anyone may claim, so the new owner has them."""
+    import psycopg
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, postgres_dsn],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    assert child.stdout.readline().strip() == "ready", child.stderr.read()
+    blocker = psycopg.connect(postgres_dsn)  # its insert waits behind this lock
+    blocker.execute("LOCK TABLE pb_records IN SHARE MODE")
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    _wait_for(lambda: _sql(postgres_dsn, waiting)[0][0] == 1, "the text record to be waiting")
+    child.kill()
+    child.wait()
+    taker = CheckpointManager("ex-w", _provider(postgres_dsn, lease=60))
+    with pytest.raises(ExecutionLocked):
+        taker.open()  # the killed owner's record is still on its way
+    blocker.commit()
+    blocker.close()
+
+    def claimed() -> bool:
+        try:
+            taker.open()
+        except ExecutionLocked:
+            return False
+        return True
+
+    _wait_for(claimed, "the killed owner's session to run its record and end")
+    assert _records(postgres_dsn, "ex-w") == 2  # its frame and the text
+    taker.close()
+
+
 def test_the_lease_is_renewed_while_the_main_thread_is_blocked(postgres_dsn: str) -> None:
     owner = CheckpointManager("ex-r", _provider(postgres_dsn, lease=0.3))
     _start(owner)

@@ -45,9 +45,11 @@ MIN_SNAPSHOT_GAP = 16 * 1024
 ALIVE = """(e.owner IS NOT NULL AND e.lease_until > now() AND EXISTS (
     SELECT 1 FROM pg_stat_activity a
     WHERE a.pid = e.owner_pid AND a.backend_start = e.owner_started))"""
+#: The owner's session is its writer's: a killed owner's records still in that
+#: session's input are run before it ends, so a claim waits for them (ALIVE).
 _RENEW = """UPDATE pb_executions SET lease_until = now() + make_interval(secs => %(lease)s),
-    owner_pid = pg_backend_pid(), owner_started = (SELECT backend_start
-    FROM pg_stat_activity WHERE pid = pg_backend_pid()), updated = now()
+    owner_pid = %(pid)s, owner_started = (SELECT backend_start
+    FROM pg_stat_activity WHERE pid = %(pid)s), updated = now()
     WHERE id = %(id)s AND token = %(token)s RETURNING 1"""
 
 
@@ -142,9 +144,15 @@ class PostgresExecutionLog(PgReader):
         self._reconnect(which)
         if self._token is not None:
             self._check_continuity()
-            if which == "_lease" and self._lost is None:
-                params = {"id": self.execution_id, "lease": self.provider.lease}
-                self._lease.execute(_RENEW, {**params, "token": self._token})
+            if self._lost is None:
+                try:  # else the renewal thread does it
+                    self._lease.execute(_RENEW, self._renewal(self._token))
+                except (self.provider._psycopg.OperationalError, AttributeError):
+                    pass
+
+    def _renewal(self, token: int) -> dict:
+        pid = self._conn.info.backend_pid if self._conn is not None else None
+        return {"id": self.execution_id, "lease": self.provider.lease, "token": token, "pid": pid}
 
     def _collect(self) -> None:
         """Read the answers of the records sent without waiting; check each count."""
@@ -220,37 +228,46 @@ class PostgresExecutionLog(PgReader):
             if self._token is not None:
                 return
             lease = self._lease or self._reconnect("_lease")
-            with lease.transaction():
-                rows = lease.execute(
-                    f"SELECT e.owner, {ALIVE} FROM pb_executions e WHERE e.id = %s "
-                    "FOR UPDATE SKIP LOCKED",
-                    (self.execution_id,),
-                ).fetchall()
-                if not rows:
-                    raise ExecutionLocked(
-                        f"execution ID {self.execution_id} is being claimed by another process"
-                    )
-                owner, alive = rows[0]
-                if alive:
-                    raise ExecutionLocked(
-                        f"execution ID {self.execution_id} is in use by {_who(owner)}"
-                    )
-                params = {"id": self.execution_id, "lease": self.provider.lease, "token": None}
-                token = lease.execute(
-                    "UPDATE pb_executions SET token = token + 1, owner = %(owner)s "
-                    "WHERE id = %(id)s RETURNING token",
-                    {**params, "owner": self._owner},
-                ).fetchone()[0]
-                lease.execute(_RENEW, {**params, "token": token})
+            self._reconnect("_conn")  # the writer first: the lease names its session
+            try:
+                token = self._claim(lease)
+            except BaseException:
+                self._conn.close()
+                self._conn = self._pipe = None
+                raise
             self._token = token
             self._lost = None
-            self._reconnect("_conn")
             self.provider._owners[self.execution_id] = self
             self._stop.clear()
             self._renewer = threading.Thread(
                 target=self._renew_loop, name=f"lease-{self.execution_id}", daemon=True
             )
             self._renewer.start()
+
+    def _claim(self, lease: Any) -> int:
+        """Raise the token in one transaction, unless a live owner holds the lease."""
+        with lease.transaction():
+            rows = lease.execute(
+                f"SELECT e.owner, {ALIVE} FROM pb_executions e WHERE e.id = %s "
+                "FOR UPDATE SKIP LOCKED",
+                (self.execution_id,),
+            ).fetchall()
+            if not rows:
+                raise ExecutionLocked(
+                    f"execution ID {self.execution_id} is being claimed by another process"
+                )
+            owner, alive = rows[0]
+            if alive:
+                raise ExecutionLocked(
+                    f"execution ID {self.execution_id} is in use by {_who(owner)}"
+                )
+            token = lease.execute(
+                "UPDATE pb_executions SET token = token + 1, owner = %s "
+                "WHERE id = %s RETURNING token",
+                (self._owner, self.execution_id),
+            ).fetchone()[0]
+            lease.execute(_RENEW, self._renewal(token))
+        return token
 
     def _renew_loop(self) -> None:
         """Keep the lease from a thread of its own, so blocking code cannot expire it."""
@@ -267,8 +284,7 @@ class PostgresExecutionLog(PgReader):
         with self._mutex:
             if self._token is None or self._lost is not None or self._stop.is_set():
                 return
-            params = {"id": self.execution_id, "lease": self.provider.lease, "token": self._token}
-            if not self._run("_lease", _RENEW, params, fetch=True):
+            if not self._run("_lease", _RENEW, self._renewal(self._token), fetch=True):
                 raise self._lose(
                     f"lease lost: another process claimed it (our fencing token {self._token})"
                 )
