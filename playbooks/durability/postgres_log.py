@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .blobs import dumps
 from .chain import Loaded, StorageError, _Gen, retention_victims
 from .log import SNAPSHOT_FORMAT, ExecutionLocked, record_payload, validate_execution_id
-from .postgres_pipe import RecordPipe
+from .postgres_pipe import PipedWrites, RecordPipe
 from .postgres_read import PgBlobStore, PgReader
 from .records import encode_record
 
@@ -57,7 +57,7 @@ class LeaseLost(StorageError):
     """Another process claimed this execution: this one may not write nor cause an effect."""
 
 
-class PostgresExecutionLog(PgReader):
+class PostgresExecutionLog(PipedWrites, PgReader):
     """Storage of one execution in PostgreSQL; one owner (lease holder) appends."""
 
     def __init__(
@@ -153,35 +153,6 @@ class PostgresExecutionLog(PgReader):
     def _renewal(self, token: int) -> dict:
         pid = self._conn.info.backend_pid if self._conn is not None else None
         return {"id": self.execution_id, "lease": self.provider.lease, "token": token, "pid": pid}
-
-    def _collect(self) -> None:
-        """Read the answers of the records sent without waiting; check each count."""
-        if self._pipe is None or not self._pipe.busy:
-            return
-        batches, self._sent = self._sent, []
-        try:
-            counts = self._pipe.collect()
-        except self.provider._psycopg.OperationalError:
-            # the connection broke: what was in flight goes again (it is idempotent)
-            self._pending[:0] = [r for batch in batches for r in batch]
-            if not self._conn.broken:
-                raise StorageError(f"execution {self.execution_id}: PostgreSQL failed") from None
-            self._recover("_conn")
-            return
-        self._check_counts(batches, counts)
-
-    def _after(self, seq: int) -> int | None:
-        """The record a write starting at ``seq`` needs stored first (None: none)."""
-        return seq - 1 if seq > self._anchor else None
-
-    def _check_counts(self, batches: list[list[tuple[int, int, bytes]]], counts: list[int]) -> None:
-        for batch, count in zip(batches, counts, strict=True):
-            if count != len(batch):  # fenced out, or a retry of rows already stored
-                waiting, self._pending = self._pending, batch
-                try:
-                    self._check_stored()
-                finally:
-                    self._pending = waiting
 
     def _check_continuity(self) -> None:
         """After a reconnect: every record this process appended is still there
@@ -311,34 +282,7 @@ class PostgresExecutionLog(PgReader):
                         f"lease lost: another process claimed it (our fencing token {self._token})"
                     )
                 return
-            psycopg = self.provider._psycopg
-            for attempt in (0, 1):
-                if self._conn is None:
-                    self._reconnect("_conn")
-                assert self._pipe is not None
-                batch, self._pending = self._pending, []
-                batches, self._sent = [*self._sent, batch], []
-                try:
-                    after = self._after(batch[0][0] if batch else self._seq)
-                    self._pipe.barrier(batch, self._token, after, synchronous=self.provider.fsync)
-                    counts = self._pipe.collect()
-                except psycopg.OperationalError as exc:  # all of it goes again (idempotent)
-                    self._pending = [r for b in batches for r in b] + self._pending
-                    if attempt or not self._conn.broken:
-                        raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
-                    self._recover("_conn")
-                    continue
-                *records, fence = counts
-                self._check_counts(batches[:-1], records)
-                if fence != (len(batch) or 1):
-                    if not batch:
-                        raise self._lose(
-                            "lease lost: another process claimed it "
-                            f"(our fencing token {self._token})"
-                        )
-                    self._check_counts([batch], [fence])
-                self._dirty = False
-                return
+            self._barrier()
 
     def close(self) -> None:
         with self._mutex:
@@ -461,42 +405,7 @@ class PostgresExecutionLog(PgReader):
                 self._check_stored()
             self._pending.clear()
             return
-        psycopg = self.provider._psycopg
-        for attempt in (0, 1):
-            if self._conn is None:
-                self._reconnect("_conn")
-            assert self._pipe is not None
-            try:
-                after = self._after(self._pending[0][0])
-                self._pipe.send(self._pending, self._token, after)
-            except psycopg.OperationalError as exc:  # what was in flight goes again too
-                self._pending[:0] = [r for b in self._sent for r in b]
-                self._sent = []
-                if attempt or not self._conn.broken:
-                    raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
-                self._recover("_conn")
-                continue
-            self._sent.append(self._pending)
-            self._pending = []
-            self._dirty = True
-            return
-
-    def _check_stored(self) -> None:
-        """Fewer rows than records went in: fenced out, or a retry of a commit that made it."""
-        first = self._pending[0][0]
-        rows = self._query(
-            "SELECT e.token, r.seq, r.frame FROM pb_executions e LEFT JOIN pb_records r "
-            "ON r.execution_id = e.id AND r.seq >= %s WHERE e.id = %s",
-            (first, self.execution_id),
-        )
-        if not rows or rows[0][0] != self._token:
-            raise self._lose(
-                f"lease lost: another process claimed it (our fencing token {self._token})"
-            )
-        stored = {seq: bytes(frame) for _, seq, frame in rows if seq is not None}
-        for seq, _, frame in self._pending:
-            if stored.get(seq) != frame:
-                raise StorageError(f"execution {self.execution_id}: record {seq} was not stored")
+        self._send_piped()
 
     def should_snapshot(self) -> bool:
         with self._mutex:

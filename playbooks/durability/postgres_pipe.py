@@ -14,7 +14,8 @@ true)`` inside the statement). The server runs it after every record sent
 before it on this connection, so its one WAL flush covers them all; the client
 then reads every answer in one wait. Statements are prepared once per
 connection. Outside :meth:`collect` the connection is back in normal mode, so
-psycopg can use it as usual.
+psycopg can use it as usual. :class:`PipedWrites` is the part of the
+execution's log that drives it: sending, the barrier, and checking the answers.
 """
 
 from __future__ import annotations
@@ -180,3 +181,130 @@ class RecordPipe:
             select.select([pgconn.socket], [], [], 1.0)
             pgconn.consume_input()
         return pgconn.get_result()
+
+
+class PipedWrites:
+    """The owner's writes through a :class:`RecordPipe` (a part of PostgresExecutionLog)."""
+
+    execution_id: str
+    provider: Any
+    _conn: Any
+    _pipe: RecordPipe | None
+    _pending: list[Record]
+    _sent: list[list[Record]]
+    _token: int | None
+    _seq: int
+    _anchor: int
+    _dirty: bool
+
+    def _query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _reconnect(self, which: str) -> Any:
+        raise NotImplementedError
+
+    def _recover(self, which: str) -> None:
+        raise NotImplementedError
+
+    def _lose(self, why: str) -> StorageError:
+        raise NotImplementedError
+
+    def _send_piped(self) -> None:
+        """Send the pending records without waiting (the next barrier or read collects)."""
+        assert self._token is not None
+        psycopg = self.provider._psycopg
+        for attempt in (0, 1):
+            if self._conn is None:
+                self._reconnect("_conn")
+            assert self._pipe is not None
+            try:
+                after = self._after(self._pending[0][0])
+                self._pipe.send(self._pending, self._token, after)
+            except psycopg.OperationalError as exc:  # what was in flight goes again too
+                self._pending[:0] = [r for b in self._sent for r in b]
+                self._sent = []
+                if attempt or not self._conn.broken:
+                    raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
+                self._recover("_conn")
+                continue
+            self._sent.append(self._pending)
+            self._pending = []
+            self._dirty = True
+            return
+
+    def _barrier(self) -> None:
+        """Send the pending records as the barrier and read every answer: one round trip."""
+        assert self._token is not None
+        psycopg = self.provider._psycopg
+        for attempt in (0, 1):
+            if self._conn is None:
+                self._reconnect("_conn")
+            assert self._pipe is not None
+            batch, self._pending = self._pending, []
+            batches, self._sent = [*self._sent, batch], []
+            try:
+                after = self._after(batch[0][0] if batch else self._seq)
+                self._pipe.barrier(batch, self._token, after, synchronous=self.provider.fsync)
+                counts = self._pipe.collect()
+            except psycopg.OperationalError as exc:  # all of it goes again (idempotent)
+                self._pending = [r for b in batches for r in b] + self._pending
+                if attempt or not self._conn.broken:
+                    raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
+                self._recover("_conn")
+                continue
+            *records, fence = counts
+            self._check_counts(batches[:-1], records)
+            if fence != (len(batch) or 1):
+                if not batch:
+                    raise self._lose(
+                        f"lease lost: another process claimed it (our fencing token {self._token})"
+                    )
+                self._check_counts([batch], [fence])
+            self._dirty = False
+            return
+
+    def _collect(self) -> None:
+        """Read the answers of the records sent without waiting; check each count."""
+        if self._pipe is None or not self._pipe.busy:
+            return
+        batches, self._sent = self._sent, []
+        try:
+            counts = self._pipe.collect()
+        except self.provider._psycopg.OperationalError:
+            # the connection broke: what was in flight goes again (it is idempotent)
+            self._pending[:0] = [r for batch in batches for r in batch]
+            if not self._conn.broken:
+                raise StorageError(f"execution {self.execution_id}: PostgreSQL failed") from None
+            self._recover("_conn")
+            return
+        self._check_counts(batches, counts)
+
+    def _after(self, seq: int) -> int | None:
+        """The record a write starting at ``seq`` needs stored first (None: none)."""
+        return seq - 1 if seq > self._anchor else None
+
+    def _check_counts(self, batches: list[list[tuple[int, int, bytes]]], counts: list[int]) -> None:
+        for batch, count in zip(batches, counts, strict=True):
+            if count != len(batch):  # fenced out, or a retry of rows already stored
+                waiting, self._pending = self._pending, batch
+                try:
+                    self._check_stored()
+                finally:
+                    self._pending = waiting
+
+    def _check_stored(self) -> None:
+        """Fewer rows than records went in: fenced out, or a retry of a commit that made it."""
+        first = self._pending[0][0]
+        rows = self._query(
+            "SELECT e.token, r.seq, r.frame FROM pb_executions e LEFT JOIN pb_records r "
+            "ON r.execution_id = e.id AND r.seq >= %s WHERE e.id = %s",
+            (first, self.execution_id),
+        )
+        if not rows or rows[0][0] != self._token:
+            raise self._lose(
+                f"lease lost: another process claimed it (our fencing token {self._token})"
+            )
+        stored = {seq: bytes(frame) for _, seq, frame in rows if seq is not None}
+        for seq, _, frame in self._pending:
+            if stored.get(seq) != frame:
+                raise StorageError(f"execution {self.execution_id}: record {seq} was not stored")
