@@ -1,17 +1,19 @@
 """Benchmark 10: workers — takeover after SIGKILL, and throughput over 1, 2, 4 workers.
 
-Takeover. Two real ``playbooks worker --json`` processes share one store. The
+Takeover. Real ``playbooks worker --json`` processes share one store. The
 owner claims a detached run of a program that pauses mid-run (a Python
-playbook sleeping in ``Pause``, after the first message); it is SIGKILLed
-right after that first message reaches us. The time is counted from the
-SIGKILL to the other worker's ``started`` line (and its ``finished`` line).
-On PostgreSQL a killed owner's connection closes, so the claim does not wait
-for the lease to run out; a stalled owner (SIGSTOP: a hung machine, a
-partition) does, so that is measured too: the bound there is lease + one poll.
+playbook, ``Pause``, that waits for a file, after the first message). Then a
+second worker starts; when it is ready, the owner is SIGKILLed and the file
+appears. The time is counted from the SIGKILL to the second worker's
+``started`` line (and its ``finished`` line). On PostgreSQL a killed owner's
+sessions end, so the claim does not wait for the lease to run out; a stalled
+owner (SIGSTOP: a hung machine, a partition) keeps them, so that is measured
+too: there the bound is the lease plus one poll.
 
-Throughput. 1, 2 or 4 idle workers are held (SIGSTOP) while N short detached
-runs of examples/hello.pb (from its replay file, no LLM) are queued, then let
-go at once: executions per second until the last ``finished`` line, so the
+Throughput. N short detached runs of examples/hello.pb (from its replay file,
+no LLM) are queued in a staging store while 1, 2 or 4 idle workers wait, then
+moved into theirs at once (one transaction; folder renames) and the workers
+woken: executions per second until the last ``finished`` line, so the
 interpreters' start-up is left out. Each execution runs exactly once (checked).
 The machine's cores bound what more workers can give.
 """
@@ -37,13 +39,16 @@ LEASE = 2.0  # seconds: short, so the stalled-owner trials stay short
 POLL = 0.1  # seconds between a worker's looks at the store
 
 PAUSER = """# Pauser
-Says hello, pauses, says goodbye.
+Says hello, pauses until told to go on, says goodbye.
 
 ```python
 @playbook
 def Pause() -> str:
     import time
-    time.sleep(0.5)
+    from pathlib import Path
+    deadline = time.monotonic() + 120
+    while not Path("go-on").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     return "rested"
 ```
 
@@ -200,41 +205,44 @@ def _pauser(home: Path) -> tuple[Path, Path]:
 
 
 def takeover(home: Path, trials: int, how: signal.Signals) -> list[tuple[float, float]]:
-    """(seconds to the rescuer's ``started``, to its ``finished``) per trial."""
+    """(seconds to the rescuer's ``started``, to its ``finished``) per trial.
+
+    The owner runs alone until it is paused mid-run (``Pause`` waits for a file);
+    then the rescuer starts and is ready; then the owner gets the signal, and the
+    file appears, so the rescuer's run of ``Pause`` goes on at once."""
     program, replay = _pauser(home)
-    rescuer = WorkerProcess(home, "--poll", str(POLL))
+    marker = home / "go-on"
     out: list[tuple[float, float]] = []
-    try:
-        rescuer.status("note")  # ready
-        for _ in range(trials):
-            os.kill(rescuer.proc.pid, signal.SIGSTOP)  # the owner claims it, not the rescuer
-            try:
-                (execution_id,) = _detach(home, program, replay, 1)
-                owner = WorkerProcess(home, "--once", "--poll", str(POLL))
-                owner.status("started", execution_id)
-            finally:
-                os.kill(rescuer.proc.pid, signal.SIGCONT)
-            try:
-                owner.wait_for(lambda e: e.get("event") == "say")  # then it is in Pause
-                owner.proc.send_signal(how)
-                hit = time.monotonic()
-                started = rescuer.status("started", execution_id)
-                finished = rescuer.status("finished", execution_id)
-            finally:
-                owner.kill()
-            if owner.times("finished"):
-                raise RuntimeError("the owner finished before the signal: no takeover measured")
-            out.append((started - hit, finished - hit))
-    finally:
-        code = rescuer.stop()
-    if code != 0:
-        raise RuntimeError(f"rescuer exit {code}: {rescuer.err[-600:]}")
+    for _ in range(trials):
+        marker.unlink(missing_ok=True)
+        (execution_id,) = _detach(home, program, replay, 1)
+        owner = WorkerProcess(home, "--once", "--poll", str(POLL))
+        rescuer: WorkerProcess | None = None
+        try:
+            owner.status("started", execution_id)
+            owner.wait_for(lambda e: e.get("event") == "say")  # then it waits in Pause
+            rescuer = WorkerProcess(home, "--poll", str(POLL))
+            rescuer.status("note")  # ready; the execution is not its to claim yet
+            owner.proc.send_signal(how)
+            hit = time.monotonic()
+            marker.touch()
+            started = rescuer.status("started", execution_id)
+            finished = rescuer.status("finished", execution_id)
+        finally:
+            owner.kill()
+            code = rescuer.stop() if rescuer is not None else 0
+        if code != 0 or owner.times("finished"):
+            raise RuntimeError(f"rescuer exit {code}, or the owner finished: no takeover")
+        out.append((started - hit, finished - hit))
     return out
 
 
-def throughput(home: Path, count: int, workers: int, rounds: int) -> list[float]:
-    """Executions per second, per round: the idle workers are held (SIGSTOP) while
-    ``count`` runs are queued, then let go at once; until the last ``finished``."""
+def throughput(home: Path, count: int, workers: int, rounds: int, dsn: str | None) -> list[float]:
+    """Executions per second, per round: ``count`` runs are queued in a staging
+    store while the idle workers wait, then moved into theirs at once (one
+    transaction; or folder renames) and the workers woken; until the last
+    ``finished``."""
+    staging = _home(home, "staging", _staging_dsn(dsn))
     procs = [WorkerProcess(home, "--poll", str(POLL)) for _ in range(workers)]
     rates: list[float] = []
     queued: list[str] = []
@@ -242,14 +250,9 @@ def throughput(home: Path, count: int, workers: int, rounds: int) -> list[float]
         for p in procs:
             p.status("note")  # ready, and nothing to run yet
         for _ in range(rounds):
-            for p in procs:
-                os.kill(p.proc.pid, signal.SIGSTOP)
-            try:
-                ids = _detach(home, HELLO, HELLO_REPLAY, count)
-            finally:
-                for p in procs:
-                    os.kill(p.proc.pid, signal.SIGCONT)
+            ids = _detach(staging, HELLO, HELLO_REPLAY, count)
             began = time.monotonic()
+            _move(staging, home, dsn, ids)
             last = max(_finished(procs, execution_id) for execution_id in ids)
             rates.append(count / (last - began))
             queued += ids
@@ -261,6 +264,38 @@ def throughput(home: Path, count: int, workers: int, rounds: int) -> list[float]
     if sorted(runs) != sorted(queued):
         raise RuntimeError(f"{len(runs)} started lines for {len(queued)} executions (each once)")
     return rates
+
+
+def _staging_dsn(dsn: str | None) -> str | None:
+    """A DSN like ``dsn`` whose tables live in a schema of their own (None: files)."""
+    if not dsn:
+        return None
+    import psycopg
+
+    schema, url = dsn.rsplit("%3D", 1)[1], dsn.split("?")[0]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}_staging")
+    return f"{dsn}_staging"
+
+
+def _move(staging: Path, home: Path, dsn: str | None, ids: list[str]) -> None:
+    """Make the staged runs runnable in the workers' store, all at once, and wake them."""
+    if not dsn:
+        (home / "ckpt").mkdir(exist_ok=True)
+        for execution_id in ids:
+            os.rename(staging / "ckpt" / execution_id, home / "ckpt" / execution_id)
+        with open(home / "ckpt" / ".wake", "ab") as wake:
+            wake.write(b".")
+        return
+    import psycopg
+
+    schema, url = dsn.rsplit("%3D", 1)[1], dsn.split("?")[0]
+    tables = ("pb_executions", "pb_records", "pb_snapshots", "pb_blobs", "pb_inbox")
+    with psycopg.connect(url) as conn:  # one transaction
+        for table in tables:
+            conn.execute(f"INSERT INTO {schema}.{table} SELECT * FROM {schema}_staging.{table}")
+            conn.execute(f"DELETE FROM {schema}_staging.{table}")
+        conn.execute("SELECT pg_notify('playbooks_work', '')")
 
 
 def _finished(procs: list[WorkerProcess], execution_id: str, timeout: float = 300) -> float:
@@ -336,13 +371,14 @@ def run(quick: bool) -> list[Row]:
                     bound = f"bound: lease {LEASE:g} s + one poll {POLL:g} s"
                     rows += _takeover_rows(f"{label}, SIGSTOP", stalled, bound)
                 for n in counts:
-                    rates = Sample(throughput(_home(root, f"{tag}-tp{n}", dsn), count, n, rounds))
+                    place = _home(root, f"{tag}-tp{n}", dsn)
+                    rates = Sample(throughput(place, count, n, rounds, dsn))
                     rows.append(
                         rates.row(
                             f"{label}: throughput, {count} hello.pb runs, {n} worker(s)",
                             "runs/s",
-                            note=f"{rounds} rounds; idle workers let go at once, until the "
-                            f"last finishes; concurrency 1 each; {os.cpu_count()} cores",
+                            note=f"{rounds} rounds; queued at once for idle workers, until "
+                            f"the last finishes; concurrency 1 each; {os.cpu_count()} cores",
                         )
                     )
     finally:
