@@ -57,6 +57,7 @@ _SQL = {
 }
 
 Record = tuple[int, int, bytes]  # (seq, gen, frame)
+MAX_IN_FLIGHT = 64  # batches sent whose answers are not read yet
 
 
 def _array(values: Sequence[int]) -> bytes:
@@ -212,6 +213,8 @@ class PipedWrites:
     def _send_piped(self) -> None:
         """Send the pending records without waiting (the next barrier or read collects)."""
         assert self._token is not None
+        if len(self._sent) >= MAX_IN_FLIGHT:  # a long stream between barriers: read up
+            self._collect()
         psycopg = self.provider._psycopg
         for attempt in (0, 1):
             if self._conn is None:
