@@ -1,8 +1,9 @@
 """Benchmark 9: what an effect costs on PostgreSQL, beside its floor and DBOS.
 
 On PostgreSQL an await of a call that may have effects appends its records
-with asynchronous commits and then passes the barrier: one synchronous commit
-that also checks the fencing token. The floor of that guarantee is one
+with asynchronous commits, sent without waiting for their answers, and then
+passes the barrier: one synchronous commit on the same connection that also
+checks the fencing token, so one WAL flush and one waited round trip. The floor of that guarantee is one
 synchronous INSERT commit, measured on the same server in the same run.
 DBOS keeps its step records in the same kind of database: its steps are run
 against the same server too (``python -m benchmarks.postgres dbos URL N REPS``,
@@ -148,8 +149,8 @@ def run(quick: bool) -> list[Row]:
                 "µs",
                 target=f"≤ 1.5× INSERT commit = {budget * 1e6:.0f} µs",
                 met=per_effect.median <= budget,
-                note=f"(on − off)/{n}: records committed asynchronously, one fenced "
-                "synchronous barrier per effect",
+                note=f"(on − off)/{n}: records committed asynchronously without waiting, "
+                "one fenced synchronous barrier (one round trip) per effect",
             ),
         ]
         rows += _dbos_rows(server.url(), 50 if quick else 200, count, per_effect)

@@ -33,6 +33,7 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "resume": ("benchmarks.resume_api", "7. resume_from_checkpoint after many statements"),
     "ckptcost": ("benchmarks.checkpoint_cost", "8. Checkpoint cost follows the change"),
     "postgres": ("benchmarks.postgres", "9. Effects on PostgreSQL"),
+    "workers": ("benchmarks.workers", "10. Workers: takeover after SIGKILL, throughput"),
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

@@ -75,3 +75,17 @@ def test_checkpoint_cost_state_has_the_stated_size() -> None:
         assert 0.8 * size <= len(json.dumps(data)) <= 1.2 * size
         assert data == checkpoint_cost.records(size)
     assert "ckptcost" in run.MEASUREMENTS
+
+
+def test_workers_pauser_replay_is_one_call_that_pauses(tmp_path) -> None:
+    import json
+
+    from benchmarks import workers
+
+    program, replay = workers._pauser(tmp_path)
+    lines = [json.loads(line) for line in replay.read_text().splitlines()]
+    assert [line["call"] for line in lines] == [0] and "Pause" in program.read_text()
+    code = lines[0]["response"].removeprefix("```python\n").removesuffix("```")
+    assert "await Pause()" in code and code.count('await Say("user"') == 2
+    ast.parse(code.replace("$", "_"))
+    assert "workers" in run.MEASUREMENTS

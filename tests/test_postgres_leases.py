@@ -97,7 +97,7 @@ def test_an_owner_whose_lease_was_taken_writes_nothing_and_causes_no_effect(
     first.record_checkpoint("main", turn=0, cursor=0, statement="x = 1", variables={"x": 1})
     first.before_effect()
     first.record_await("main", (0, 0, 0), "sent", None, {}, callee="Noop")  # sent at once
-    assert _records(postgres_dsn, "ex-1") == 3  # frame, checkpoint, await
+    _wait_for(lambda: _records(postgres_dsn, "ex-1") == 3, "frame, checkpoint, await")
     # the owner stalls: its lease runs out (set in the past with the database clock)
     _sql(postgres_dsn, "UPDATE pb_executions SET lease_until = now() - interval '1 second'")
     second = CheckpointManager("ex-1", _provider(postgres_dsn, lease=60))
@@ -123,6 +123,90 @@ def test_an_owner_whose_lease_was_taken_writes_nothing_and_causes_no_effect(
     state = CheckpointManager("ex-1", _provider(postgres_dsn)).read_state()
     assert state.counter == 2 and state.frames["main"].vars["x"] == 3
     assert "0.1.0" not in state.frames["main"].journal  # the stale await never landed
+
+
+def test_after_a_record_write_fails_nothing_sent_after_it_lands(postgres_dsn: str) -> None:
+    """Records go out without waiting for their answers: when one fails on the server,
+    the ones sent after it write nothing (no gap in the log), and the barrier refuses."""
+    owner = CheckpointManager("ex-x", _provider(postgres_dsn, lease=60))
+    _start(owner)
+    owner.before_effect()
+    query = "SELECT max(seq) + 1 FROM pb_records WHERE execution_id = %s"
+    failing = _sql(postgres_dsn, query, "ex-x")[0][0]
+    _sql(
+        postgres_dsn,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.seq = {failing} THEN RAISE EXCEPTION 'refused here'; END IF; "
+        "RETURN NEW; END $$",
+    )
+    _sql(
+        postgres_dsn,
+        "CREATE TRIGGER refuse BEFORE INSERT ON pb_records FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    owner.record_text("main", 0, "refused")  # fails on the server; the append does not wait
+    owner.record_text("main", 0, "after it")  # its predecessor is missing: lands nothing
+    with pytest.raises(StorageError, match="refused here"):
+        owner.before_effect()
+    after = _sql(postgres_dsn, "SELECT count(*) FROM pb_records WHERE seq >= %s", failing)
+    assert after == [(0,)]
+    owner.close()
+
+
+WRITER = """
+import sys
+from playbooks.durability import CheckpointManager, PostgresCheckpointProvider
+m = CheckpointManager("ex-w", PostgresCheckpointProvider(sys.argv[1], lease=60))
+m.open()
+m.record_frame("main", parent=None, playbook="Main", kind="markdown", args={})
+m.before_effect()
+print("ready", flush=True)
+sys.stdin.readline()
+m.record_text("main", 0, "the answer", done=True)  # a finished stream's text
+print("sent", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_claim_waits_for_the_records_a_killed_owner_left_in_flight(postgres_dsn: str) -> None:
+    """The owner's session is its writer's: records it sent just before it was
+    killed are run before anyone may claim, so the new owner has them."""
+    import psycopg
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, postgres_dsn],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    assert child.stdout.readline().strip() == "ready", child.stderr.read()
+    blocker = psycopg.connect(postgres_dsn)  # its insert waits behind this lock
+    blocker.execute("LOCK TABLE pb_records IN SHARE MODE")
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    _wait_for(lambda: _sql(postgres_dsn, waiting)[0][0] == 1, "the text record to be waiting")
+    child.kill()
+    child.wait()
+    taker = CheckpointManager("ex-w", _provider(postgres_dsn, lease=60))
+    with pytest.raises(ExecutionLocked):
+        taker.open()  # the killed owner's record is still on its way
+    blocker.commit()
+    blocker.close()
+
+    def claimed() -> bool:
+        try:
+            taker.open()
+        except ExecutionLocked:
+            return False
+        return True
+
+    _wait_for(claimed, "the killed owner's session to run its record and end")
+    assert _records(postgres_dsn, "ex-w") == 2  # its frame and the text
+    taker.close()
 
 
 def test_the_lease_is_renewed_while_the_main_thread_is_blocked(postgres_dsn: str) -> None:

@@ -6,14 +6,17 @@ the records appended after it; recovery reads the newest snapshot that
 decodes and every record from its generation on, in sequence order.
 
 Writes are cheap until they matter. A record is one INSERT on a connection
-with ``synchronous_commit = off``: committed (a killed client loses nothing)
-but not yet flushed. The barrier before an effect (:meth:`sync`) is one
-synchronous UPDATE of the execution's row that checks the fencing token and
-renews the lease; its WAL flush covers every record before it. Every write
-is conditional on the token taken at the claim, and locks the execution's row
-in share mode, so a claim (FOR UPDATE) and a stale owner's write never
-interleave: once another process has claimed, the old owner's writes touch
-nothing and it gets :class:`LeaseLost`.
+with ``synchronous_commit = off``, sent without waiting for its answer
+(:mod:`.postgres_pipe`): it commits even if this process dies right after,
+but is not yet flushed. The barrier before an effect (:meth:`sync`) goes down
+the same connection after them: one statement that inserts what is pending,
+checks the fencing token, and commits synchronously, so its one WAL flush
+covers every record before it; all the answers come back in that one round
+trip. Every write is conditional on the token taken at the claim, and locks
+the execution's row in share mode, so a claim (FOR UPDATE) and a stale owner's
+write never interleave: once another process has claimed, the old owner's
+writes touch nothing and it gets :class:`LeaseLost`. The lease itself is
+renewed by a thread of its own, on a second connection.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .blobs import dumps
 from .chain import Loaded, StorageError, _Gen, retention_victims
 from .log import SNAPSHOT_FORMAT, ExecutionLocked, record_payload, validate_execution_id
+from .postgres_pipe import PipedWrites, RecordPipe
 from .postgres_read import PgBlobStore, PgReader
 from .records import encode_record
 
@@ -41,9 +45,11 @@ MIN_SNAPSHOT_GAP = 16 * 1024
 ALIVE = """(e.owner IS NOT NULL AND e.lease_until > now() AND EXISTS (
     SELECT 1 FROM pg_stat_activity a
     WHERE a.pid = e.owner_pid AND a.backend_start = e.owner_started))"""
+#: The owner's session is its writer's: a killed owner's records still in that
+#: session's input are run before it ends, so a claim waits for them (ALIVE).
 _RENEW = """UPDATE pb_executions SET lease_until = now() + make_interval(secs => %(lease)s),
-    owner_pid = pg_backend_pid(), owner_started = (SELECT backend_start
-    FROM pg_stat_activity WHERE pid = pg_backend_pid()), updated = now()
+    owner_pid = %(pid)s, owner_started = (SELECT backend_start
+    FROM pg_stat_activity WHERE pid = %(pid)s), updated = now()
     WHERE id = %(id)s AND token = %(token)s RETURNING 1"""
 
 
@@ -51,7 +57,7 @@ class LeaseLost(StorageError):
     """Another process claimed this execution: this one may not write nor cause an effect."""
 
 
-class PostgresExecutionLog(PgReader):
+class PostgresExecutionLog(PipedWrites, PgReader):
     """Storage of one execution in PostgreSQL; one owner (lease holder) appends."""
 
     def __init__(
@@ -80,6 +86,9 @@ class PostgresExecutionLog(PgReader):
         self._loaded = False
         self._dirty = False  # committed asynchronously since the last barrier
         self._pending: list[tuple[int, int, bytes]] = []  # (seq, gen, frame) not sent yet
+        self._pipe: RecordPipe | None = None  # on _conn: records sent, answers not read
+        self._sent: list[list[tuple[int, int, bytes]]] = []  # each batch the pipe holds
+        self._anchor = 0  # the first seq whose predecessor need not be checked
         self._gen = 0
         self._gens: set[int] = set()
         self._seq = 0
@@ -99,6 +108,8 @@ class PostgresExecutionLog(PgReader):
                 pass
         conn = self.provider._connect(sync=which == "_lease", retry=True)
         setattr(self, which, conn)
+        if which == "_conn":
+            self._pipe = RecordPipe(conn, self.execution_id)
         return conn
 
     def _query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
@@ -114,6 +125,8 @@ class PostgresExecutionLog(PgReader):
 
     def _run(self, which: str, sql: str, params: Any, *, fetch: bool) -> Any:
         psycopg = self.provider._psycopg
+        if which == "_conn":
+            self._collect()
         for attempt in (0, 1):
             conn = getattr(self, which) or self._reconnect(which)
             try:
@@ -122,10 +135,24 @@ class PostgresExecutionLog(PgReader):
             except psycopg.OperationalError as exc:
                 if attempt or not conn.broken:
                     raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
-                self._reconnect(which)
-                if self._token is not None:
-                    self._check_continuity()
+                self._recover(which)
         raise AssertionError("unreachable")
+
+    def _recover(self, which: str) -> None:
+        """A new connection after a broken one; when owned, check nothing was lost
+        and point the lease at the new session (so no one takes it for dead)."""
+        self._reconnect(which)
+        if self._token is not None:
+            self._check_continuity()
+            if self._lost is None:
+                try:  # else the renewal thread does it
+                    self._lease.execute(_RENEW, self._renewal(self._token))
+                except (self.provider._psycopg.OperationalError, AttributeError):
+                    pass
+
+    def _renewal(self, token: int) -> dict:
+        pid = self._conn.info.backend_pid if self._conn is not None else None
+        return {"id": self.execution_id, "lease": self.provider.lease, "token": token, "pid": pid}
 
     def _check_continuity(self) -> None:
         """After a reconnect: every record this process appended is still there
@@ -172,37 +199,46 @@ class PostgresExecutionLog(PgReader):
             if self._token is not None:
                 return
             lease = self._lease or self._reconnect("_lease")
-            with lease.transaction():
-                rows = lease.execute(
-                    f"SELECT e.owner, {ALIVE} FROM pb_executions e WHERE e.id = %s "
-                    "FOR UPDATE SKIP LOCKED",
-                    (self.execution_id,),
-                ).fetchall()
-                if not rows:
-                    raise ExecutionLocked(
-                        f"execution ID {self.execution_id} is being claimed by another process"
-                    )
-                owner, alive = rows[0]
-                if alive:
-                    raise ExecutionLocked(
-                        f"execution ID {self.execution_id} is in use by {_who(owner)}"
-                    )
-                params = {"id": self.execution_id, "lease": self.provider.lease, "token": None}
-                token = lease.execute(
-                    "UPDATE pb_executions SET token = token + 1, owner = %(owner)s "
-                    "WHERE id = %(id)s RETURNING token",
-                    {**params, "owner": self._owner},
-                ).fetchone()[0]
-                lease.execute(_RENEW, {**params, "token": token})
+            self._reconnect("_conn")  # the writer first: the lease names its session
+            try:
+                token = self._claim(lease)
+            except BaseException:
+                self._conn.close()
+                self._conn = self._pipe = None
+                raise
             self._token = token
             self._lost = None
-            self._reconnect("_conn")
             self.provider._owners[self.execution_id] = self
             self._stop.clear()
             self._renewer = threading.Thread(
                 target=self._renew_loop, name=f"lease-{self.execution_id}", daemon=True
             )
             self._renewer.start()
+
+    def _claim(self, lease: Any) -> int:
+        """Raise the token in one transaction, unless a live owner holds the lease."""
+        with lease.transaction():
+            rows = lease.execute(
+                f"SELECT e.owner, {ALIVE} FROM pb_executions e WHERE e.id = %s "
+                "FOR UPDATE SKIP LOCKED",
+                (self.execution_id,),
+            ).fetchall()
+            if not rows:
+                raise ExecutionLocked(
+                    f"execution ID {self.execution_id} is being claimed by another process"
+                )
+            owner, alive = rows[0]
+            if alive:
+                raise ExecutionLocked(
+                    f"execution ID {self.execution_id} is in use by {_who(owner)}"
+                )
+            token = lease.execute(
+                "UPDATE pb_executions SET token = token + 1, owner = %s "
+                "WHERE id = %s RETURNING token",
+                (self._owner, self.execution_id),
+            ).fetchone()[0]
+            lease.execute(_RENEW, self._renewal(token))
+        return token
 
     def _renew_loop(self) -> None:
         """Keep the lease from a thread of its own, so blocking code cannot expire it."""
@@ -219,14 +255,14 @@ class PostgresExecutionLog(PgReader):
         with self._mutex:
             if self._token is None or self._lost is not None or self._stop.is_set():
                 return
-            params = {"id": self.execution_id, "lease": self.provider.lease, "token": self._token}
-            if not self._run("_lease", _RENEW, params, fetch=True):
+            if not self._run("_lease", _RENEW, self._renewal(self._token), fetch=True):
                 raise self._lose(
                     f"lease lost: another process claimed it (our fencing token {self._token})"
                 )
 
     def sync(self) -> None:
-        """The barrier: one synchronous commit that re-checks the token and renews the lease."""
+        """The barrier: one synchronous commit of the pending records that re-checks the
+        token, after (and covering) every record sent before it; one round trip."""
         with self._mutex:
             self._fenced()
             if self._token is None:
@@ -234,29 +270,19 @@ class PostgresExecutionLog(PgReader):
                     "UPDATE pb_executions SET updated = now() WHERE id = %s", (self.execution_id,)
                 )
                 return
-            if self._pending or self._dirty:  # one synchronous commit: pending records,
-                params = self._params()  # the fence and the lease renewal, together
-                rows = self._run("_lease", self._BARRIER, params, fetch=True)
-                if not rows[0][0]:
-                    self._pending.clear()
+            if not (self._pending or self._dirty or self._sent):
+                held = self._run(  # nothing new: only the fence, read-only (no WAL, no flush)
+                    "_lease",
+                    "SELECT 1 FROM pb_executions WHERE id = %s AND token = %s",
+                    (self.execution_id, self._token),
+                    fetch=True,
+                )
+                if not held:
                     raise self._lose(
                         f"lease lost: another process claimed it (our fencing token {self._token})"
                     )
-                if rows[0][1] != len(self._pending):
-                    self._check_stored()
-                self._pending.clear()
-                self._dirty = False
                 return
-            held = self._run(  # nothing new: only the fence, read-only (no WAL, no flush)
-                "_lease",
-                "SELECT 1 FROM pb_executions WHERE id = %s AND token = %s",
-                (self.execution_id, self._token),
-                fetch=True,
-            )
-            if not held:
-                raise self._lose(
-                    f"lease lost: another process claimed it (our fencing token {self._token})"
-                )
+            self._barrier()
 
     def close(self) -> None:
         with self._mutex:
@@ -266,6 +292,7 @@ class PostgresExecutionLog(PgReader):
                     del self.provider._owners[self.execution_id]
                 if self._lost is None:
                     try:  # one synchronous commit: everything appended is durable
+                        self._collect()
                         self._run(
                             "_lease",
                             "UPDATE pb_executions SET owner = NULL, lease_until = NULL, "
@@ -282,6 +309,8 @@ class PostgresExecutionLog(PgReader):
                 if conn is not None:
                     conn.close()
                     setattr(self, which, None)
+            self._pipe = None
+            self._sent = []
         if self._renewer is not None and self._renewer is not threading.current_thread():
             self._renewer.join()
             self._renewer = None
@@ -293,7 +322,7 @@ class PostgresExecutionLog(PgReader):
             self._loaded = True
             loaded, info = self._chain()
             self._gen = info["top"]
-            self._seq = info["seq"]
+            self._seq = self._anchor = info["seq"]
             self._stats = info["stats"]
             self._puts = dict(loaded.puts)
             self._appended = info["appended"]
@@ -326,13 +355,6 @@ class PostgresExecutionLog(PgReader):
         "INSERT INTO pb_records (execution_id, seq, gen, frame) "
         f"SELECT e.id, v.seq, v.gen, v.frame FROM pb_executions e, {_VALUES} "
         "WHERE e.id = %(id)s AND e.token = %(token)s FOR SHARE OF e ON CONFLICT DO NOTHING"
-    )
-    _BARRIER = (
-        f"WITH ok AS ({_RENEW.replace('RETURNING 1', 'RETURNING id')}), "
-        "ins AS (INSERT INTO pb_records (execution_id, seq, gen, frame) "
-        f"SELECT ok.id, v.seq, v.gen, v.frame FROM ok, {_VALUES} "
-        "ON CONFLICT DO NOTHING RETURNING 1) "
-        "SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM ins)"
     )
 
     def append(self, record: dict, *, sync: bool = False) -> None:
@@ -370,38 +392,20 @@ class PostgresExecutionLog(PgReader):
         }
 
     def _send(self) -> None:
-        """Commit the pending records (asynchronously: a killed client loses none)."""
+        """Send the pending records: committed asynchronously, and, when owned, without
+        waiting for the answer (the next barrier or read collects it)."""
         if not self._pending:
             return
-        params = self._params()
         if self._token is None:  # not claimed (tools, tests): unfenced, like a file
             sql = (
                 "INSERT INTO pb_records (execution_id, seq, gen, frame) "
                 f"SELECT %(id)s, v.seq, v.gen, v.frame FROM {self._VALUES}"
             )
-        else:
-            sql = self._INSERT
-        self._dirty = True
-        if self._write(sql, params) != len(self._pending):
-            self._check_stored()
-        self._pending.clear()
-
-    def _check_stored(self) -> None:
-        """Fewer rows than records went in: fenced out, or a retry of a commit that made it."""
-        first = self._pending[0][0]
-        rows = self._query(
-            "SELECT e.token, r.seq, r.frame FROM pb_executions e LEFT JOIN pb_records r "
-            "ON r.execution_id = e.id AND r.seq >= %s WHERE e.id = %s",
-            (first, self.execution_id),
-        )
-        if not rows or rows[0][0] != self._token:
-            raise self._lose(
-                f"lease lost: another process claimed it (our fencing token {self._token})"
-            )
-        stored = {seq: bytes(frame) for _, seq, frame in rows if seq is not None}
-        for seq, _, frame in self._pending:
-            if stored.get(seq) != frame:
-                raise StorageError(f"execution {self.execution_id}: record {seq} was not stored")
+            if self._write(sql, self._params()) != len(self._pending):
+                self._check_stored()
+            self._pending.clear()
+            return
+        self._send_piped()
 
     def should_snapshot(self) -> bool:
         with self._mutex:
@@ -443,6 +447,7 @@ class PostgresExecutionLog(PgReader):
             )
             self._gens.add(new)
             self._gen = new
+            self._anchor = self._seq  # what came before it may go with retention
             self._appended = 0
             self._snap_size = len(data)
             self._needs_snapshot = False
@@ -451,6 +456,7 @@ class PostgresExecutionLog(PgReader):
         """body() and the removal of the doomed generations, all or nothing, fenced."""
         if self._conn is None:
             raise StorageError(f"execution {self.execution_id}: only its owner can change it")
+        self._collect()
         self._dirty = True
         try:
             with self._conn.transaction():
@@ -529,6 +535,7 @@ class PostgresExecutionLog(PgReader):
             if self._token is None:
                 self.provider._shared_write(sql, params, notify=True)
                 return
+            self._collect()  # the records before it are in first
             if self._run("_lease", sql + " AND token = %(token)s", params, fetch=False) != 1:
                 raise self._lose(
                     f"lease lost: another process claimed it (our fencing token {self._token})"
@@ -537,10 +544,12 @@ class PostgresExecutionLog(PgReader):
 
     # ------------------------------------------------------------ inspection
     def flush(self) -> None:
-        """Send what is pending (for readers in this process); not a barrier."""
+        """Send what is pending and wait for what is in flight (readers anywhere see it
+        all); not a barrier."""
         with self._mutex:
-            if self._pending and self._lost is None:
+            if self._lost is None:
                 self._send()
+                self._collect()
 
 
 def _who(owner: str | None) -> str:
