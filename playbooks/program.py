@@ -172,6 +172,7 @@ class Runner:
         self.claim_lost = False  # another live process owns the execution
         self._portable: dict = {}  # program and settings written into meta
         self._stored_meta: dict = {}  # the meta of the execution a worker runs
+        self._provider: Any = None  # the store, opened once per run and closed after it
 
     def note(self, text: str) -> None:
         self.err.write(text + "\n")
@@ -192,10 +193,17 @@ class Runner:
             loaded[spec.name] = Agent.load(spec, program.path).python_globals
         return loaded[spec.name]
 
+    def _store(self) -> Any:
+        """The configured store, one per run: a worker runs many executions, and a
+        store left open per run would keep a database connection each."""
+        if self._provider is None:
+            self._provider = provider_for(self.config)
+        return self._provider
+
     # -- which execution -------------------------------------------------------
     def _plan(self, program: Program) -> Plan:
         """Pick the execution and check it may be resumed, reading only."""
-        provider = provider_for(self.config)
+        provider = self._store()
         path = str(Path(program.path).resolve())
         execution_id = self.options.execution_id
         if execution_id is not None:
@@ -450,7 +458,7 @@ class Runner:
         if execution_id is None or not self.config.durability.enabled:
             raise BadInput("running a stored program needs durability and an execution id")
         try:
-            self._stored_meta = provider_for(self.config).read_meta(execution_id) or {}
+            self._stored_meta = self._store().read_meta(execution_id) or {}
         except logmod.StorageError as error:
             raise BadInput(str(error)) from None
         return stored_program(self._stored_meta)
@@ -474,6 +482,10 @@ class Runner:
             if self.manager is not None:  # refused after the lock was taken
                 self.manager.close()
                 self.manager = None
+            close = getattr(self._provider, "close", None)
+            if close is not None:
+                close()
+            self._provider = None
             unused = human.messages[human.taken :]
             if unused and self.ran:  # a refused run used none: its error says so already
                 listed = ", ".join(repr(m) for m in unused)

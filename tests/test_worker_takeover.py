@@ -305,3 +305,31 @@ def _list(cwd: Path) -> list[dict]:
     done = cli(["executions", "list", "--json"], cwd)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def test_a_worker_keeps_no_connection_per_execution_it_ran(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A long-lived worker runs execution after execution: the store each run opens
+    must be closed with it, or every run leaves a database connection behind."""
+    import psycopg
+
+    dsn = _store(request, "postgres")
+    store_config(tmp_path, "postgres", dsn=dsn)
+    worker = WorkerProcess(tmp_path, "--poll", "0.2")
+    runs = 12
+    try:
+        worker.ready()
+        ids = [detach(HELLO, tmp_path, "--model", f"replay:{HELLO_REPLAY}") for _ in range(runs)]
+        for execution_id in ids:
+            worker.status("finished", execution_id)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            others = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+    finally:
+        assert worker.stop() == 0
+    # the worker's own store (one connection, one for LISTEN): not one per run
+    print(f"\nconnections after {runs} executions: {others}")
+    assert others <= 3, f"{others} connections left open after {runs} executions"
