@@ -3,9 +3,9 @@
 Host asks the person for their income, calls Accountant.GetTaxRate (a public
 playbook run in the accountant), sends the Clerk a message and waits for the
 Clerk's answer (the Clerk wakes on the message, its model answers with Say),
-then tells the person. Killed before every effect of every agent and at a few
-random moments, the joined run must show the person exactly the uninterrupted
-transcript, deliver each agent message exactly once, and send no completed
+then tells the person. Killed before every effect and after every await of every
+agent, and at a few random moments, the joined run must show the person exactly
+the uninterrupted transcript, deliver each agent message exactly once, and send no completed
 LLM call again for any agent (the test server counts each agent's requests by
 the model its `model:` metadata names).
 """
@@ -86,17 +86,19 @@ def verdict(trial: Trial) -> dict:
     }
 
 
-def _kill_before_effect(args: tuple[Path, int]) -> dict | None:
-    workdir, k = args
+def _kill_at(args: tuple[Path, str, int]) -> dict | None:
+    """Kill before the k-th effect (``effect``) or right after the k-th await record
+    of any agent (``await``: pure awaits too), then run on to the end."""
+    workdir, kind, k = args
     trial = office(workdir)
     try:
-        first = trial.live(crash_at=f"effect:{k}")
+        first = trial.live(crash_at=f"{kind}:{k}")
         if first.code == 0:
-            return None  # fewer than k effects: past the end
+            return None  # fewer than k of them: past the end
         assert first.code == -signal.SIGKILL, first.stderr
         last = trial.finish()
         assert last.code == 0, last.stderr
-        return verdict(trial) | {"point": f"effect {k}"}
+        return verdict(trial) | {"point": f"{kind} {k}"}
     finally:
         trial.close()
 
@@ -136,20 +138,23 @@ def test_uninterrupted_run_is_the_expected_conversation(tmp_path: Path) -> None:
         trial.close()
 
 
-def test_kill_before_every_effect_of_every_agent_and_at_random_moments(tmp_path: Path) -> None:
+def test_kill_at_every_effect_and_await_of_every_agent_and_at_random_moments(
+    tmp_path: Path,
+) -> None:
     results: list[dict] = []
     # CI takes 6 random moments; PLAYBOOKS_KILL_RANDOM=30 gives the issue's full count
     count = int(os.environ.get("PLAYBOOKS_KILL_RANDOM", "6"))
     randoms = [(tmp_path / f"r{seed}", seed) for seed in range(count)]
     with ThreadPoolExecutor(WORKERS) as pool:
-        k = 1
-        while True:  # every effect, in batches, until a run gets past the last one
-            batch = [(tmp_path / f"e{k + i}", k + i) for i in range(WORKERS)]
-            found = [r for r in pool.map(_kill_before_effect, batch) if r]
-            results += found
-            if len(found) < len(batch):
-                break
-            k += WORKERS
+        for kind in ("effect", "await"):
+            k = 1
+            while True:  # every one, in batches, until a run gets past the last one
+                batch = [(tmp_path / f"{kind}{k + i}", kind, k + i) for i in range(WORKERS)]
+                found = [r for r in pool.map(_kill_at, batch) if r]
+                results += found
+                if len(found) < len(batch):
+                    break
+                k += WORKERS
         results += list(pool.map(_random_kill, randoms))
     print(
         f"\nagents kill test: trials={len(results)} "
@@ -159,6 +164,9 @@ def test_kill_before_every_effect_of_every_agent_and_at_random_moments(tmp_path:
         f"re-shows={sum(r['reshows'] for r in results)} "
         f"extra_requests={sum(r['extra'] for r in results)}"
     )
-    assert len(results) >= 20  # every effect of the three agents, then the random ones
+    awaits = sum(r["point"].startswith("await") for r in results)
+    print(f"kills after an await record: {awaits}")
+    assert awaits >= 12  # every await of the three agents, pure ones included
+    assert len(results) >= 30  # and every effect, then the random ones
     bad = [r for r in results if not (r["exact"] and r["delivered_once"] and r["within_budget"])]
     assert bad == []
