@@ -85,6 +85,8 @@ class PostgresExecutionLog(PipedWrites, PgReader):
         self._renewer: threading.Thread | None = None
         self._loaded = False
         self._dirty = False  # committed asynchronously since the last barrier
+        self._early_flush = False
+        self._flushing = False
         self._pending: list[tuple[int, int, bytes]] = []  # (seq, gen, frame) not sent yet
         self._pipe: RecordPipe | None = None  # on _conn: records sent, answers not read
         self._sent: list[list[tuple[int, int, bytes]]] = []  # each batch the pipe holds
@@ -458,6 +460,7 @@ class PostgresExecutionLog(PipedWrites, PgReader):
             raise StorageError(f"execution {self.execution_id}: only its owner can change it")
         self._collect()
         self._dirty = True
+        self._flushing = False
         try:
             with self._conn.transaction():
                 if self._token is not None:

@@ -21,6 +21,7 @@ execution's log that drives it: sending, the barrier, and checking the answers.
 from __future__ import annotations
 
 import select
+from binascii import hexlify
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +48,12 @@ _SQL = {
         f"SELECT e.id, v.seq, v.gen, v.frame FROM sc, pb_executions e, {_VALUES} "
         f"WHERE {_FENCE} ON CONFLICT DO NOTHING"
     ),
+    # the fence alone, read-only: the barrier once its flush was asked for earlier
+    b"pb_check": (
+        "SELECT 1 FROM pb_executions e "
+        "WHERE $1::bigint[] IS NULL AND $2::int[] IS NULL AND $3::bytea[] IS NULL AND "
+        f"{_FENCE.removesuffix(' FOR SHARE OF e')}"
+    ),
     # the barrier with nothing left to insert: the row lock is a write, so the commit flushes
     b"pb_fence": (
         "WITH sc AS (SELECT set_config('synchronous_commit', $7, true) AS c) "
@@ -61,24 +68,30 @@ MAX_IN_FLIGHT = 64  # batches sent whose answers are not read yet
 
 
 def _array(values: Sequence[int]) -> bytes:
-    return ("{" + ",".join(str(int(v)) for v in values) + "}").encode()
+    return b"{%s}" % b",".join([b"%d" % v for v in values])
 
 
 def _bytea_array(frames: Sequence[bytes]) -> bytes:
     # the text form of bytea[]: each element quoted, its backslash escaped
-    return ("{" + ",".join(f'"\\\\x{bytes(f).hex()}"' for f in frames) + "}").encode()
+    return b"{%s}" % b",".join([b'"\\\\x%s"' % hexlify(f) for f in frames])
 
 
 class RecordPipe:
-    """Statements queued on one psycopg connection's libpq handle, read back together."""
+    """Statements queued on one psycopg connection's libpq handle, read back together.
+
+    This is the per-effect path, so it is written for few interpreted steps."""
 
     def __init__(self, conn: Any, execution_id: str) -> None:
         from psycopg import pq
 
-        self._pq = pq
+        status = pq.ExecStatus
+        self._sync_ok, self._failed = int(status.PIPELINE_SYNC), int(status.FATAL_ERROR)
+        self._tuples, self._command = int(status.TUPLES_OK), int(status.COMMAND_OK)
+        self._aborted = int(status.PIPELINE_ABORTED)
         self.conn = conn
         self.pgconn = conn.pgconn
         self.execution_id = execution_id.encode()
+        self._token = (-1, b"")  # the token, and its text
         self._prepared = False
         self._queue: list[str] = []  # what each answer is: "prepare", "rows", "fence", "sync"
 
@@ -100,74 +113,94 @@ class RecordPipe:
         """Queue the barrier: the fenced insert of ``records`` (or, with none, the
         fence alone), committed synchronously unless ``synchronous`` is false."""
         self._start()
-        params = [*self._params(records, token, after), b"on" if synchronous else b"off"]
+        params = self._params(records, token, after)
+        params.append(b"on" if synchronous else b"off")
         if records:
             self.pgconn.send_query_prepared(b"pb_barrier", params)
             self._sync("rows")
         else:
-            self.pgconn.send_query_prepared(b"pb_fence", [None, None, None, *params[3:]])
+            self.pgconn.send_query_prepared(b"pb_fence", params)
             self._sync("fence")
+
+    def check(self, token: int, after: int | None) -> None:
+        """Queue the fence alone (read-only): we still hold the token, and record
+        ``after`` is stored (None: no record needed)."""
+        self._start()
+        self.pgconn.send_query_prepared(b"pb_check", self._params((), token, after))
+        self._sync("fence")
 
     def collect(self) -> list[int]:
         """Wait for every queued answer; the row count of each statement, in order.
         A failed statement raises StorageError; a broken connection, OperationalError."""
-        pq = self._pq
+        pgconn = self.pgconn
         counts: list[int] = []
         error: str | None = None
         try:
-            self._flush()
+            if pgconn.flush():
+                self._flush()
             for kind in self._queue:
+                result = self._next() if pgconn.is_busy() else pgconn.get_result()
                 if kind == "sync":
-                    result = self._next()
-                    if result is None or result.status != pq.ExecStatus.PIPELINE_SYNC:
+                    if result is None or result.status != self._sync_ok:
                         raise StorageError("PostgreSQL: the pipeline lost its place")
                     continue
-                while (result := self._next()) is not None:
+                while result is not None:
                     status = result.status
-                    if status == pq.ExecStatus.FATAL_ERROR and error is None:
-                        error = (result.error_message or b"").decode(errors="replace").strip()
-                    elif status == pq.ExecStatus.TUPLES_OK:
+                    if status == self._command:
+                        if kind == "rows":
+                            counts.append(int(result.command_tuples or 0))
+                    elif status == self._tuples:
                         counts.append(result.ntuples)
-                    elif status == pq.ExecStatus.COMMAND_OK and kind == "rows":
-                        counts.append(int(result.command_tuples or 0))
-                    elif status == pq.ExecStatus.PIPELINE_ABORTED and kind != "prepare":
+                    elif status == self._failed:
+                        if error is None:
+                            error = (result.error_message or b"").decode(errors="replace")
+                    elif status == self._aborted and kind != "prepare":
                         counts.append(0)
+                    result = self._next() if pgconn.is_busy() else pgconn.get_result()
         finally:
             self._queue.clear()
-            if self.pgconn.pipeline_status and not self.conn.broken:
+            if pgconn.pipeline_status and not self.conn.broken:
                 try:
-                    self.pgconn.exit_pipeline_mode()
+                    pgconn.exit_pipeline_mode()
                 except Exception:
                     pass
         if error is not None:
-            raise StorageError(f"PostgreSQL: {error}")
+            raise StorageError(f"PostgreSQL: {error.strip()}")
         return counts
 
     # ------------------------------------------------------------------ internals
     def _params(self, records: Sequence[Record], token: int, after: int | None) -> list:
+        if self._token[0] != token:
+            self._token = (token, b"%d" % token)
+        tail = [self.execution_id, self._token[1], None if after is None else b"%d" % after]
+        if not records:
+            return [None, None, None, *tail]
+        if len(records) == 1:  # the common case, without the joins
+            seq, gen, frame = records[0]
+            return [b"{%d}" % seq, b"{%d}" % gen, b'{"\\\\x%s"}' % hexlify(frame), *tail]
         return [
             _array([r[0] for r in records]),
             _array([r[1] for r in records]),
             _bytea_array([r[2] for r in records]),
-            self.execution_id,
-            str(token).encode(),
-            None if after is None else str(after).encode(),
+            *tail,
         ]
 
     def _start(self) -> None:
-        if not self.pgconn.pipeline_status:
-            self.pgconn.enter_pipeline_mode()
+        pgconn = self.pgconn
+        if not pgconn.pipeline_status:
+            pgconn.enter_pipeline_mode()
         if not self._prepared:  # once per connection: a new one gets a new pipe
             for name, sql in _SQL.items():
-                self.pgconn.send_prepare(name, sql.encode())
+                pgconn.send_prepare(name, sql.encode())
                 self._queue.append("prepare")
             self._prepared = True
 
     def _sync(self, kind: str) -> None:
-        self._queue.append(kind)
-        self.pgconn.pipeline_sync()
-        self._queue.append("sync")
-        self._flush()
+        self._queue += (kind, "sync")
+        pgconn = self.pgconn
+        pgconn.pipeline_sync()
+        if pgconn.flush():  # what libpq could not send at once
+            self._flush()
 
     def _flush(self) -> None:
         """Push every queued byte to the server (the statements commit without us)."""
@@ -197,6 +230,11 @@ class PipedWrites:
     _seq: int
     _anchor: int
     _dirty: bool
+    # the first batch after a barrier (an effect's result, as a rule) commits
+    # synchronously, unwaited: its WAL flush overlaps the code that runs until the
+    # next barrier, which then only checks the fence and reads the answers
+    _early_flush: bool  # the next batch sent commits synchronously
+    _flushing: bool  # everything sent is covered by a synchronous commit sent since
 
     def _query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
         raise NotImplementedError
@@ -220,9 +258,13 @@ class PipedWrites:
             if self._conn is None:
                 self._reconnect("_conn")
             assert self._pipe is not None
+            early = self._early_flush
             try:
                 after = self._after(self._pending[0][0])
-                self._pipe.send(self._pending, self._token, after)
+                if early:  # the barrier's statement, not waited for
+                    self._pipe.barrier(self._pending, self._token, after, synchronous=True)
+                else:
+                    self._pipe.send(self._pending, self._token, after)
             except psycopg.OperationalError as exc:  # what was in flight goes again too
                 self._pending[:0] = [r for b in self._sent for r in b]
                 self._sent = []
@@ -233,6 +275,8 @@ class PipedWrites:
             self._sent.append(self._pending)
             self._pending = []
             self._dirty = True
+            self._early_flush = False
+            self._flushing = early
             return
 
     def _barrier(self) -> None:
@@ -247,7 +291,10 @@ class PipedWrites:
             batches, self._sent = [*self._sent, batch], []
             try:
                 after = self._after(batch[0][0] if batch else self._seq)
-                self._pipe.barrier(batch, self._token, after, synchronous=self.provider.fsync)
+                if self._flushing and not batch:  # its flush is on its way: fence, wait
+                    self._pipe.check(self._token, after)
+                else:
+                    self._pipe.barrier(batch, self._token, after, synchronous=self.provider.fsync)
                 counts = self._pipe.collect()
             except psycopg.OperationalError as exc:  # all of it goes again (idempotent)
                 self._pending = [r for b in batches for r in b] + self._pending
@@ -263,7 +310,8 @@ class PipedWrites:
                         f"lease lost: another process claimed it (our fencing token {self._token})"
                     )
                 self._check_counts([batch], [fence])
-            self._dirty = False
+            self._dirty = self._flushing = False
+            self._early_flush = self.provider.fsync
             return
 
     def _collect(self) -> None:
