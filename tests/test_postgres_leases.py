@@ -125,6 +125,29 @@ def test_an_owner_whose_lease_was_taken_writes_nothing_and_causes_no_effect(
     assert "0.1.0" not in state.frames["main"].journal  # the stale await never landed
 
 
+def test_the_barrier_after_an_early_flushed_result_still_checks_the_token(
+    postgres_dsn: str,
+) -> None:
+    """An effect's result commits synchronously as soon as it is known, so the next
+    barrier has nothing to flush; it must still refuse once the lease was taken."""
+    from playbooks.durability import LeaseLost
+
+    first = CheckpointManager("ex-e", _provider(postgres_dsn, lease=60))
+    _start(first)
+    for i in range(3):  # barrier, effect, its result: the pattern of every effect
+        first.before_effect()
+        first.record_await("main", (0, i, 0), f"result {i}", None, {}, callee="Noop")
+    _wait_for(lambda: _records(postgres_dsn, "ex-e") == 4, "the frame and three results")
+    _sql(postgres_dsn, "UPDATE pb_executions SET lease_until = now() - interval '1 second'")
+    second = CheckpointManager("ex-e", _provider(postgres_dsn, lease=60))
+    second.open()  # claimed: the token went up
+    with pytest.raises(LeaseLost):
+        first.before_effect()  # nothing left to flush: the fence alone refuses
+    first.close()
+    assert sorted(second.open().frames["main"].journal) == ["0.0.0", "0.1.0", "0.2.0"]
+    second.close()
+
+
 def test_after_a_record_write_fails_nothing_sent_after_it_lands(postgres_dsn: str) -> None:
     """Records go out without waiting for their answers: when one fails on the server,
     the ones sent after it write nothing (no gap in the log), and the barrier refuses."""
