@@ -129,7 +129,10 @@ class ExecutionState:
     def apply(self, r: dict) -> None:
         carried = r.get("ck")
         if isinstance(carried, dict):  # a checkpoint carried by an await record comes first
-            self._on_ckpt({"f": r["f"], "t": r["t"], **carried})
+            if "vars" in carried or "del" in carried or "defs" in carried:
+                self._on_ckpt({"f": r["f"], "t": r["t"], **carried})
+            else:  # as written: it changed nothing, it only moves the frame on
+                self._advance(self._frame(r), r["t"], carried)
             self._on_await(r)  # it reads only its own fields, not "ck"
             return
         getattr(self, "_on_" + r["k"])(r)
@@ -230,7 +233,6 @@ class ExecutionState:
 
     def _on_ckpt(self, r: dict) -> None:
         frame = self._frame(r)
-        t, i = r["t"], r["i"]
         changed = r.get("vars")
         gone = r.get("del")
         if changed:
@@ -247,12 +249,17 @@ class ExecutionState:
                 shared[name] = frame.vars[name]
             for name in gone or ():
                 shared.pop(name, None)
-        frame.turn = t
-        frame.cursor = i
-        frame.pos = r.get("pos")
         defs = r.get("defs")
         if defs:
             frame.defs.extend(defs)
+        self._advance(frame, r["t"], r)
+
+    def _advance(self, frame: FrameState, t: int, r: dict) -> None:
+        """A checkpoint's move of its frame: turn, cursor, position, journal, counter."""
+        i = r["i"]
+        frame.turn = t
+        frame.cursor = i
+        frame.pos = r.get("pos")
         journal = frame.journal
         if journal:  # only the awaits of this turn's statements not yet finished stay
             prefix = f"{t}."
