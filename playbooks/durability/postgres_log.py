@@ -369,7 +369,9 @@ class PostgresExecutionLog(PipedWrites, PgReader):
             self._pending.append((self._seq, self._gen, frame))
             self._seq += 1
             self._appended += len(frame)
-            stats = self._stats.setdefault(self._gen, _Gen())
+            stats = self._stats.get(self._gen)
+            if stats is None:
+                stats = self._stats[self._gen] = _Gen()
             stats.refs |= refs
             kind = record.get("k")
             if kind == "ckpt":

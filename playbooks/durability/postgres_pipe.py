@@ -13,7 +13,17 @@ matches, and commits synchronously (``set_config('synchronous_commit', 'on',
 true)`` inside the statement). The server runs it after every record sent
 before it on this connection, so its one WAL flush covers them all; the client
 then reads every answer in one wait. Statements are prepared once per
-connection. Outside :meth:`collect` the connection is back in normal mode, so
+connection.
+
+The first batch sent after a barrier (as a rule, the result of the effect the
+barrier let through) goes as that same synchronous statement, not waited for.
+Its WAL flush then runs on the server while the code up to the next effect
+runs here; that barrier, with nothing sent since, only checks the fencing
+token (read-only) and reads the answers. Every answer, the flushed commit's
+included, is read before it returns, so the guarantee is the same: before an
+effect, everything before it is flushed and the token is still ours.
+
+Outside :meth:`collect` the connection is back in normal mode, so
 psycopg can use it as usual. :class:`PipedWrites` is the part of the
 execution's log that drives it: sending, the barrier, and checking the answers.
 """
@@ -253,7 +263,6 @@ class PipedWrites:
         assert self._token is not None
         if len(self._sent) >= MAX_IN_FLIGHT:  # a long stream between barriers: read up
             self._collect()
-        psycopg = self.provider._psycopg
         for attempt in (0, 1):
             if self._conn is None:
                 self._reconnect("_conn")
@@ -265,7 +274,7 @@ class PipedWrites:
                     self._pipe.barrier(self._pending, self._token, after, synchronous=True)
                 else:
                     self._pipe.send(self._pending, self._token, after)
-            except psycopg.OperationalError as exc:  # what was in flight goes again too
+            except self.provider._psycopg.OperationalError as exc:  # in flight goes again too
                 self._pending[:0] = [r for b in self._sent for r in b]
                 self._sent = []
                 if attempt or not self._conn.broken:
@@ -282,7 +291,6 @@ class PipedWrites:
     def _barrier(self) -> None:
         """Send the pending records as the barrier and read every answer: one round trip."""
         assert self._token is not None
-        psycopg = self.provider._psycopg
         for attempt in (0, 1):
             if self._conn is None:
                 self._reconnect("_conn")
@@ -296,7 +304,7 @@ class PipedWrites:
                 else:
                     self._pipe.barrier(batch, self._token, after, synchronous=self.provider.fsync)
                 counts = self._pipe.collect()
-            except psycopg.OperationalError as exc:  # all of it goes again (idempotent)
+            except self.provider._psycopg.OperationalError as exc:  # all goes again
                 self._pending = [r for b in batches for r in b] + self._pending
                 if attempt or not self._conn.broken:
                     raise StorageError(f"PostgreSQL: {str(exc).strip()}") from None
