@@ -176,11 +176,14 @@ def test_takeover_after_the_owner_is_killed(
         baseline = _trial(desk, rescuer, None, None)
         assert baseline["status"] == "finished" and baseline["texts"] == EXPECTED
         assert baseline["requests"] == 2
-        for k in range(1, 20):  # before every effect, until the owner outlives them all
-            result = _trial(desk, rescuer, f"effect:{k}", baseline)
-            if not result["taken_over"]:
-                break
-            results.append(result)
+        # before every effect, then right after every await record (pure awaits
+        # too: Step, Return), each until the owner outlives them all
+        for kind in ("effect", "await"):
+            for k in range(1, 20):
+                result = _trial(desk, rescuer, f"{kind}:{k}", baseline)
+                if not result["taken_over"]:
+                    break
+                results.append(result)
         rng = random.Random(12)
         for _ in range(2):  # mid-stream, at a random chunk of a random request
             request_number = len(desk.server.requests) + rng.randrange(2)  # the server counts all
@@ -201,7 +204,12 @@ def test_takeover_after_the_owner_is_killed(
         f"median_takeover={statistics.median(times):.3f}s max={max(times):.3f}s"
     )
     assert code == 0
-    assert len(results) >= 8  # seven effects and the random moments
+    kinds = [r["crash"].split(":")[0] for r in results]
+    assert kinds.count("effect") >= 7 and kinds.count("await") >= 8  # every one of both
+    print(
+        f"kills before an effect: {kinds.count('effect')}, after an await record: "
+        f"{kinds.count('await')}"
+    )
     # an extra request only asks again for a stream the kill cut (that call never
     # completed): at most one per cut, and none when nothing was cut
     bad = [r for r in results if not r["exact"] or r["extra_requests"] > r["cuts"]]
