@@ -232,7 +232,13 @@ def test_detach_queues_and_a_worker_runs_it_to_the_exact_end(
     assert transcript(info) == hello_transcript
 
 
-def test_reply_from_another_directory_wakes_a_waiting_execution(home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["filesystem", "postgres"])
+def test_reply_from_another_directory_wakes_a_waiting_execution(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    dsn = request.getfixturevalue("postgres_dsn") if store == "postgres" else None
+    home = tmp_path / "home"
+    store_config(home, store, dsn=dsn)
     replay = write_replay(tmp_path / "clerk.replay.jsonl", CLERK_CALLS)
     program = tmp_path / "clerk.pb"
     program.write_text(CLERK)
@@ -244,13 +250,21 @@ def test_reply_from_another_directory_wakes_a_waiting_execution(home: Path, tmp_
         assert shown(home, execution_id)["status"] == "waiting"
 
         other = tmp_path / "other"  # only the same store in common
-        store_config(other, "filesystem").write_text(
-            f'[durability]\nenabled = true\npath = "{home / "ckpt"}"\n'
-        )
-        answer = cli(["reply", execution_id, "Ada"], other)
+        other.mkdir()
+        env: dict[str, str] | None = None
+        if dsn is None:
+            (other / "playbooks.toml").write_text(
+                f'[durability]\nenabled = true\npath = "{home / "ckpt"}"\n'
+            )
+        else:  # the dsn alone, from the environment
+            (other / "playbooks.toml").write_text(
+                '[durability]\nenabled = true\nprovider = "postgres"\n'
+            )
+            env = {"PLAYBOOKS_DURABILITY__DSN": dsn}
+        answer = cli(["reply", execution_id, "Ada"], other, env)
         assert answer.returncode == 0, answer.stderr
         worker.status("waiting", execution_id, nth=2)  # it took Ada, asks the city
-        assert cli(["reply", execution_id, "Paris", "--to", "Clerk"], other).returncode == 0
+        assert cli(["reply", execution_id, "Paris", "--to", "Clerk"], other, env).returncode == 0
         worker.status("finished", execution_id)
         assert worker.count("started", execution_id) == 3  # queued, then after each reply
     finally:
