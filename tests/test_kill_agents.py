@@ -57,6 +57,24 @@ SHOWN = [
 MODELS = {"test-model": 2, "accountant-model": 1, "clerk-model": 1}
 
 
+def test_llm_events_name_the_agent_that_called(tmp_path: Path) -> None:
+    trial = office(tmp_path)
+    try:
+        life = trial.live()
+        assert life.code == 0, life.stderr
+        calls = [
+            (e.get("agent"), e["playbook"], e["call"]) for e in life.events if e["event"] == "llm"
+        ]
+        assert sorted(calls) == [
+            ("Accountant", "GetTaxRate", 0),
+            ("Clerk", "HandleMessage", 0),
+            ("Host", "Main", 0),
+            ("Host", "Main", 1),
+        ]
+    finally:
+        trial.close()
+
+
 def office(workdir: Path) -> Trial:
     return Trial(workdir, program=PROGRAM, script=SCRIPT, replies=["80000"])
 

@@ -99,6 +99,7 @@ class Human:
                     "playbook": request.playbook,
                     "reason": request.retry_reason,
                     "delay": request.retry_delay,
+                    **_agent(request),
                 }
             )
             if not self.json_mode:
@@ -115,6 +116,7 @@ class Human:
                     "playbook": request.playbook,
                     "prompt_tokens": request.usage.get("prompt_tokens"),
                     "completion_tokens": request.usage.get("completion_tokens"),
+                    **_agent(request),
                 }
             )
 
@@ -265,3 +267,8 @@ class Human:
 
 def _text(message: dict) -> str:
     return str(message.get("text", ""))
+
+
+def _agent(request: Any) -> dict[str, str]:
+    """The calling agent, in a program of several (``call`` counts that agent's calls)."""
+    return {"agent": request.agent} if request.agent else {}

@@ -33,6 +33,7 @@ from ..execution.journal import CURRENT_CALL, detached_task, note
 from ..execution.say_preview import set_preview_listener
 from ..language import AgentSpec, Program
 from ..llm import PlaybookInfo
+from ..llm.client import call_listener, set_call_listener
 from .meetings import Meeting, Meetings
 from .turns import AgentLoop, Limits, ProgramFailed
 
@@ -502,8 +503,15 @@ class AgentRuntime(Meetings):
 
     def _start(self, member: Member) -> None:
         """The agent's task starts in an empty context: outside every statement's keys
-        and records, whichever await (CreateAgent) started it."""
-        member.task = contextvars.Context().run(detached_task, self._life(member))
+        and records, whichever await (CreateAgent) started it. Only the listener of
+        LLM calls comes along, so the person's output hears every agent's calls."""
+        listener = call_listener()
+
+        def start() -> asyncio.Task:
+            set_call_listener(listener)
+            return detached_task(self._life(member))
+
+        member.task = contextvars.Context().run(start)
 
     async def run(self) -> Any:
         """Run every agent; the first agent's result is the program's."""

@@ -85,6 +85,11 @@ def set_call_listener(listener: CallListener | None) -> None:
     _listener.set(listener)
 
 
+def call_listener() -> CallListener | None:
+    """The listener of this context (a new context that should hear calls takes it along)."""
+    return _listener.get()
+
+
 def notify(event: str, request: LLMRequest) -> None:
     listener = _listener.get()
     if listener is not None:
