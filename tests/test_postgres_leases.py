@@ -63,6 +63,19 @@ def _wait_for(predicate, what: str, timeout: float = 20.0) -> None:  # noqa: ANN
         time.sleep(0.02)
 
 
+def _claims(manager: CheckpointManager):  # noqa: ANN202 - a predicate for _wait_for
+    """True once ``manager`` could claim its execution (no other owner holds it)."""
+
+    def claimed() -> bool:
+        try:
+            manager.open()
+        except ExecutionLocked:
+            return False
+        return True
+
+    return claimed
+
+
 def _start(manager: CheckpointManager) -> None:
     manager.open()
     manager.record_frame("main", parent=None, playbook="Main", kind="markdown", args={})
@@ -220,14 +233,7 @@ def test_a_claim_waits_for_the_records_a_killed_owner_left_in_flight(postgres_ds
     blocker.commit()
     blocker.close()
 
-    def claimed() -> bool:
-        try:
-            taker.open()
-        except ExecutionLocked:
-            return False
-        return True
-
-    _wait_for(claimed, "the killed owner's session to run its record and end")
+    _wait_for(_claims(taker), "the killed owner's session to run its record and end")
     assert _records(postgres_dsn, "ex-w") == 2  # its frame and the text
     taker.close()
 
@@ -254,14 +260,7 @@ def test_a_killed_owner_is_taken_over_without_waiting_for_its_lease(postgres_dsn
     child.wait()
     taker = CheckpointManager("ex-f", _provider(postgres_dsn, lease=60))
 
-    def claimed() -> bool:
-        try:
-            taker.open()
-        except ExecutionLocked:
-            return False
-        return True
-
-    _wait_for(claimed, "the killed owner's session to end (its lease has 10 minutes left)")
+    _wait_for(_claims(taker), "the killed owner's session to end (its lease has 10 minutes left)")
     assert taker.open().counter == 1  # the dead owner's checkpoint is there
     taker.close()
 
