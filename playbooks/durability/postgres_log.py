@@ -12,7 +12,10 @@ but is not yet flushed. The barrier before an effect (:meth:`sync`) goes down
 the same connection after them: one statement that inserts what is pending,
 checks the fencing token, and commits synchronously, so its one WAL flush
 covers every record before it; all the answers come back in that one round
-trip. Every write is conditional on the token taken at the claim, and locks
+trip. (The first batch after a barrier, an effect's result as a rule, is
+sent as such a synchronous commit at once, unwaited; the next barrier then
+only checks the token and reads the answers.) Every write is conditional on
+the token taken at the claim, and locks
 the execution's row in share mode, so a claim (FOR UPDATE) and a stale owner's
 write never interleave: once another process has claimed, the old owner's
 writes touch nothing and it gets :class:`LeaseLost`. The lease itself is

@@ -40,10 +40,11 @@ from .chain import StorageError
 _VALUES = "unnest($1::bigint[], $2::int[], $3::bytea[]) AS v(seq, gen, frame)"
 # the fence: our token, and the record just before this batch stored ($6, NULL: none
 # needed); so when one statement fails, every one sent after it writes nothing
-_FENCE = (
+_HELD = (
     "e.id = $4 AND e.token = $5 AND ($6::bigint IS NULL OR EXISTS (SELECT 1 FROM pb_records r "
-    "WHERE r.execution_id = $4 AND r.seq = $6)) FOR SHARE OF e"
+    "WHERE r.execution_id = $4 AND r.seq = $6))"
 )
+_FENCE = f"{_HELD} FOR SHARE OF e"  # writes also lock the row: a claim waits for them
 _SQL = {
     # one batch of records, fenced; commits asynchronously (the session's setting)
     b"pb_records": (
@@ -62,7 +63,7 @@ _SQL = {
     b"pb_check": (
         "SELECT 1 FROM pb_executions e "
         "WHERE $1::bigint[] IS NULL AND $2::int[] IS NULL AND $3::bytea[] IS NULL AND "
-        f"{_FENCE.removesuffix(' FOR SHARE OF e')}"
+        f"{_HELD}"
     ),
     # the barrier with nothing left to insert: the row lock is a write, so the commit flushes
     b"pb_fence": (
