@@ -35,7 +35,8 @@ class ScriptedLLMServer:
 
     `on_chunk(request_number, chunk_number)` runs before each streamed chunk
     is written; tests use it to kill a client mid-stream. If it raises, the
-    connection is dropped there, which also cuts the stream.
+    connection is dropped there, which also cuts the stream. `before_end(
+    request_number)` runs before the last chunk (finish reason, token counts).
     """
 
     def __init__(
@@ -44,10 +45,12 @@ class ScriptedLLMServer:
         *,
         chunk_size: int = 8,
         on_chunk: Callable[[int, int], None] | None = None,
+        before_end: Callable[[int], None] | None = None,
     ) -> None:
         self.responder = responder
         self.chunk_size = max(1, chunk_size)
         self.on_chunk = on_chunk
+        self.before_end = before_end
         self.requests: list[dict] = []
         self.url = ""
         self._lock = threading.Lock()
@@ -185,6 +188,8 @@ def _make_handler(owner: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
                     {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
                 )
                 self._write_chunk(_chunk(model, delta, None))
+            if owner.before_end is not None:
+                owner.before_end(number)
             final = _chunk(model, {}, "stop")
             if (body.get("stream_options") or {}).get("include_usage"):
                 final += _usage_chunk(model, body, text)

@@ -161,6 +161,29 @@ def test_the_barrier_after_an_early_flushed_result_still_checks_the_token(
     second.close()
 
 
+def test_a_finished_call_and_a_delivered_message_are_stored_before_the_code_goes_on(
+    postgres_dsn: str,
+) -> None:
+    """Records go out unwaited, but one sent is not yet safe from our death: a server
+    still answering earlier statements finds the client gone and skips the rest. So
+    the end of an LLM call's text and the record of a Say wait for their answers."""
+    owner = CheckpointManager("ex-s", _provider(postgres_dsn, lease=60))
+    _start(owner)
+    owner.before_effect()
+    log = owner._log
+    owner.record_text("main", 0, "the answer, ")  # on its way, unanswered
+    assert log._pipe.busy
+    owner.record_text("main", 0, "all of it", done=True)
+    assert not log._pipe.busy  # every answer read: committed, before the code runs on
+    assert _records(postgres_dsn, "ex-s") == 3  # seen from another session at once
+    owner.record_await("main", (0, 0, 0), None, None, {"step": "Main:01"}, callee="Step")
+    assert log._pipe.busy  # an await that delivered nothing is not waited for
+    said = {"say": {"id": "main/0.1.0", "agent": "A", "to": "user", "text": "hi"}}
+    owner.record_await("main", (0, 1, 0), None, None, said, callee="Say")
+    assert not log._pipe.busy and _records(postgres_dsn, "ex-s") == 5
+    owner.close()
+
+
 def test_after_a_record_write_fails_nothing_sent_after_it_lands(postgres_dsn: str) -> None:
     """Records go out without waiting for their answers: when one fails on the server,
     the ones sent after it write nothing (no gap in the log), and the barrier refuses."""

@@ -164,6 +164,50 @@ def test_json_output_stays_one_event_per_say(
     assert usage[0]["prompt_tokens"] > len(PROGRAM) // 4  # the tokens the server counted
 
 
+def test_a_call_the_code_returns_from_early_still_reports_its_tokens_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The code reaches Return before the stream's last chunk (the token counts)
+    arrives: the run waits a little for it, and the one llm event has the counts."""
+    import threading
+
+    from playbooks.cli import main
+    from playbooks.execution import executor as executor_module
+
+    returned = threading.Event()
+    add_chunk = executor_module.StreamingPythonExecutor.add_chunk
+
+    async def watched(self, text: str) -> None:  # only observes: the code runs as it is
+        try:
+            await add_chunk(self, text)
+        except executor_module.PlaybookReturn:
+            returned.set()
+            raise
+
+    monkeypatch.setattr(executor_module.StreamingPythonExecutor, "add_chunk", watched)
+    for key in list(os.environ):
+        if key.startswith("PLAYBOOKS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tale.pb").write_text(PROGRAM)
+    held = []
+
+    def hold_the_end(request: int) -> None:  # the last chunk goes once Return has run
+        held.append(returned.wait(30))
+
+    with ScriptedLLMServer(ScriptResponder(SCRIPT), before_end=hold_the_end) as server:
+        (tmp_path / "playbooks.toml").write_text(
+            f'[model]\nname = "openai/test-model"\napi_base = "{server.url}"\n'
+        )
+        assert main(["run", "tale.pb", "--json"]) == 0
+    assert held == [True]
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    usage = [e for e in events if e["event"] == "llm"]
+    assert [(e["call"], e["completion_tokens"]) for e in usage] == [
+        (0, len(SCRIPT["Main"][0]) // 4)
+    ]
+
+
 def test_a_kill_mid_say_shows_the_message_whole_once_after_resume(tmp_path: Path) -> None:
     pacing = Pacing()
     with ScriptedLLMServer(ScriptResponder(SCRIPT), chunk_size=8, on_chunk=pacing) as server:

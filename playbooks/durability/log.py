@@ -297,6 +297,9 @@ class ExecutionLog(ChainReader):
             if self._fd is not None and self.fsync:
                 os.fdatasync(self._fd)
 
+    def settle(self) -> None:
+        """Nothing to do: an appended record is in the kernel's page cache already."""
+
     def should_snapshot(self) -> bool:
         """Time for a snapshot: keeps recovery cost at most about twice a snapshot."""
         with self._mutex:

@@ -195,7 +195,13 @@ class CheckpointManager:
             logger.warning(message)
 
     def _append(
-        self, record: dict, *, sync: bool = False, crash: bool = True, kept: bool = False
+        self,
+        record: dict,
+        *,
+        sync: bool = False,
+        settle: bool = False,
+        crash: bool = True,
+        kept: bool = False,
     ) -> None:
         state = self.open()
         assert self._log is not None
@@ -209,6 +215,8 @@ class CheckpointManager:
         if _CRASH is not None and crash:
             _crash_point(record["k"], "before")
         self._log.append(record, sync=sync)
+        if settle:
+            self._log.settle()
         self._unsynced = not sync
         if kept or "ck" in record:
             self._apply_kept(state, record)
@@ -268,7 +276,7 @@ class CheckpointManager:
         record: dict[str, Any] = {"k": "text", "f": frame_id, "t": turn, "s": text}
         if done:
             record["done"] = True
-        self._append(record)
+        self._append(record, settle=done)  # a finished call is never asked again
 
     def lookup(self, frame_id: str, key: Key) -> dict | None:
         """The raw record of an await's outcome (``ok`` or ``err``, ``c``, ``d``), or None."""
@@ -307,9 +315,11 @@ class CheckpointManager:
             record["ok"] = value  # what the encoder would return, without building one
         else:
             record["ok"] = self._encode(value, f"result of {frame_id}/{call_key(*key)}")
+        delivered = False
         if events:
             record["ev"] = events
-        self._append(record)
+            delivered = "say" in events  # shown to a person: never shown twice
+        self._append(record, settle=delivered)
 
     def record_checkpoint(
         self,

@@ -289,6 +289,17 @@ class PostgresExecutionLog(PipedWrites, PgReader):
                 return
             self._barrier()
 
+    def settle(self) -> None:
+        """Wait for the answers of every record sent. A record sent is not yet safe
+        from our death: a server still busy with earlier statements, finding us
+        gone when it answers them, ends the session before it runs the rest."""
+        with self._mutex:
+            self._fenced()
+            if self._token is None:
+                return
+            self._send()
+            self._collect()
+
     def close(self) -> None:
         with self._mutex:
             self._stop.set()

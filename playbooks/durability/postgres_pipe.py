@@ -2,10 +2,13 @@
 
 The owner's connection commits records asynchronously (``synchronous_commit =
 off``). Waiting for each such commit costs a round trip per record and buys
-nothing: the server has the record once the message is on its way (a killed
-client loses nothing that left it). So records go out in libpq's pipeline mode,
-each statement followed by a Sync (so each commits on its own, whether or not
-the client lives), and their answers are read later, all at once.
+little: a record lost with us is like one we never wrote, since the barrier
+makes every record durable before any effect. So records go out in libpq's
+pipeline mode, each statement followed by a Sync (so each commits on its own),
+and their answers are read later, all at once. A record on its way is not safe
+from our death, though: a server still answering earlier statements finds us
+gone and ends the session without running the rest. What must outlive a kill
+of this process (a finished LLM call) is waited for (``settle``).
 
 The barrier goes down the same pipe: one statement that inserts the records
 still pending, locks the execution's row only if the fencing token still

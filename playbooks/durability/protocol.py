@@ -51,6 +51,10 @@ class ExecutionLog(Protocol):
         """The barrier before an effect: every record so far is durable (and, for a
         lease, still ours) when this returns."""
 
+    def settle(self) -> None:
+        """Every record so far outlives this process (not the machine): a finished
+        LLM call's text, which a resume must not ask for again."""
+
     def should_snapshot(self) -> bool: ...
 
     def write_snapshot(self, state: dict, *, checkpoints: int = 0) -> None:

@@ -14,11 +14,13 @@ import contextlib
 from typing import Any
 
 from ..llm import LLMError, LLMRequest
-from .executor import StreamingPythonExecutor
+from ..llm.client import notify
+from .executor import PlaybookReturn, StreamingPythonExecutor
 from .journal import detached_task
 from .say_preview import partial_say, preview_listener
 
 BATCH = 2048  # characters of text held back at most while the code is busy
+RETURN_GRACE = 2.0  # seconds a stream may take to end once the code has returned
 
 
 class _Recorder:
@@ -58,24 +60,34 @@ async def run_stream(
     frame_id: str,
     turn: int,
 ) -> None:
-    """Stream ``request`` into ``executor``; LLMError is raised as it came."""
+    """Stream ``request`` into ``executor``; LLMError is raised as it came.
+
+    The call's listeners hear "end" from the reader, once the whole text is
+    recorded (or the call failed or was abandoned), never before: a call
+    reported finished is never sent again. When the code returns before the stream ends (the closing fence and
+    the token counts still on their way), the stream gets RETURN_GRACE seconds
+    to end, unrecorded, and is abandoned after that (a model that writes on)."""
     queue: asyncio.Queue = asyncio.Queue()
     recorder = _Recorder(manager, frame_id, turn)
 
     async def receive() -> None:
         try:
-            async for chunk in llm.stream(request):
-                recorder.add(chunk)
-                queue.put_nowait(chunk)
+            async with contextlib.aclosing(llm.stream(request)) as chunks:
+                async for chunk in chunks:
+                    recorder.add(chunk)
+                    queue.put_nowait(chunk)
             recorder.flush(done=True)
             queue.put_nowait(None)
         except LLMError as error:
             queue.put_nowait(error)
+        finally:
+            notify("end", request)
 
     if manager is not None:
         manager.before_effect()  # a request is an effect: what led to it is on disk first
     task = detached_task(receive())
     received = ""
+    returned = False
     try:
         while True:
             items = [await queue.get()]
@@ -84,7 +96,11 @@ async def run_stream(
             text = "".join(i for i in items if isinstance(i, str))
             if text:
                 recorder.flush()
-                await executor.add_chunk(text)
+                try:
+                    await executor.add_chunk(text)
+                except PlaybookReturn:
+                    returned = True
+                    raise
                 received += text
                 _preview(received, frame_id, turn)
             last = items[-1]
@@ -94,6 +110,9 @@ async def run_stream(
                 break
         await executor.finalize()
     finally:
+        if not task.done() and returned:  # the token counts come last: a little wait
+            recorder.manager = None  # the turn is over: its end is recorded by the caller
+            await asyncio.wait({task}, timeout=RETURN_GRACE)
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -69,8 +69,9 @@ class LLMClient(Protocol):
 
 
 #: Told "start" when a call is sent, "first" when its first text arrives,
-#: "retry" before waiting to send it again, and "end" when its stream ends,
-#: fails or is abandoned (``request.usage`` is then set if the provider said):
+#: "retry" before waiting to send it again (all three by the client), and "end"
+#: by the runtime once it is done with the call: its text recorded, or the call
+#: failed or abandoned (``request.usage`` is then set if the provider said):
 #: the terminal shows a spinner meanwhile. One listener at most; it must not raise.
 CallListener = Callable[[str, "LLMRequest"], None]
 #: Context-local, not global: a worker runs several executions in one process,
@@ -251,33 +252,30 @@ class LiteLLMClient:
         notify("start", request)
         received = ""
         attempt = 0
-        try:
-            while True:
-                wire = request
-                if received:  # continue after what was already handed on
-                    wire = LLMRequest(
-                        request.messages,
-                        request.call_index,
-                        request.playbook,
-                        partial=(request.partial or "") + received,
-                    )
-                try:
-                    async with contextlib.aclosing(self._stream(wire, request)) as texts:
-                        async for text in texts:
-                            received += text
-                            yield text
-                    return
-                except _Attempt as failed:
-                    if not failed.retryable or attempt >= self.retries:
-                        suffix = f" (after {attempt + 1} attempts)" if attempt else ""
-                        raise self._fail(request, failed.reason + suffix) from None
-                    delay = min(30.0, self.backoff * 2**attempt)
-                    attempt += 1
-                    request.retry_reason, request.retry_delay = failed.reason, delay
-                    notify("retry", request)
-                    await asyncio.sleep(delay)
-        finally:
-            notify("end", request)
+        while True:
+            wire = request
+            if received:  # continue after what was already handed on
+                wire = LLMRequest(
+                    request.messages,
+                    request.call_index,
+                    request.playbook,
+                    partial=(request.partial or "") + received,
+                )
+            try:
+                async with contextlib.aclosing(self._stream(wire, request)) as texts:
+                    async for text in texts:
+                        received += text
+                        yield text
+                return
+            except _Attempt as failed:
+                if not failed.retryable or attempt >= self.retries:
+                    suffix = f" (after {attempt + 1} attempts)" if attempt else ""
+                    raise self._fail(request, failed.reason + suffix) from None
+                delay = min(30.0, self.backoff * 2**attempt)
+                attempt += 1
+                request.retry_reason, request.retry_delay = failed.reason, delay
+                notify("retry", request)
+                await asyncio.sleep(delay)
 
     async def _stream(self, wire: LLMRequest, request: LLMRequest) -> AsyncIterator[str]:
         litellm = _litellm()

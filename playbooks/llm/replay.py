@@ -141,12 +141,9 @@ class ReplayClient:
     async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
         entry = self._entry(request)
         notify("start", request)
-        try:
-            async with contextlib.aclosing(self._stream(entry, request)) as texts:
-                async for text in texts:
-                    yield text
-        finally:
-            notify("end", request)
+        async with contextlib.aclosing(self._stream(entry, request)) as texts:
+            async for text in texts:
+                yield text
 
     async def _stream(self, entry: ReplayEntry, request: LLMRequest) -> AsyncIterator[str]:
         text = entry.response
@@ -174,9 +171,8 @@ class RecordingClient:
     """Wraps a client and appends each call to a replay file when its stream
     ends or is abandoned.
 
-    A turn that reaches ``Return`` stops reading before the stream ends; the
-    text received until then is what the run executed (and more), so it is
-    written: replaying it stops at the same ``Return``. Each call is one line,
+    A call abandoned before its stream ends (a run cancelled mid-call) keeps
+    the text received until then: what the run executed, and more. Each call is one line,
     flushed and fsynced before the next call starts, so a kill loses nothing
     already recorded. A call that failed (an LLMError) is not recorded.
     """
