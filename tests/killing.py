@@ -69,6 +69,7 @@ class Trial:
     lives: list[Life] = field(default_factory=list)
     kills: int = 0
     cuts: int = 0  # kills that left an LLM stream unfinished
+    dsn: str | None = None  # the executions live in PostgreSQL there, not in ckpt/
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -166,11 +167,19 @@ class Trial:
 
     def stream_open(self) -> bool:
         """Did the killed process leave an LLM turn started but not fully received?"""
-        provider = FilesystemCheckpointProvider(self.workdir / "ckpt")
-        executions = provider.list_executions()
-        if not executions:
-            return False
-        state = CheckpointManager(executions[0], provider).read_state()
+        if self.dsn is not None:
+            from playbooks.durability import PostgresCheckpointProvider
+
+            provider = PostgresCheckpointProvider(self.dsn)
+        else:
+            provider = FilesystemCheckpointProvider(self.workdir / "ckpt")
+        try:
+            executions = provider.list_executions()
+            if not executions:
+                return False
+            state = CheckpointManager(executions[0], provider).read_state()
+        finally:
+            getattr(provider, "close", lambda: None)()
         return any(
             f.result is None
             and f.kind == "markdown"

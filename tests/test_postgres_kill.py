@@ -20,7 +20,7 @@ WORKERS = 3
 
 
 def _trial(workdir: Path, dsn: str) -> Trial:
-    trial = Trial(workdir)
+    trial = Trial(workdir, dsn=dsn)  # its stream_open reads PostgreSQL
     toml = trial.workdir / "playbooks.toml"
     text = toml.read_text().replace('path = "', 'provider = "postgres"\ndsn = "' + dsn + '"\n#')
     toml.write_text(text)

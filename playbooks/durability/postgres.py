@@ -25,7 +25,8 @@ from typing import Any
 
 from .chain import DamagedLog, StorageError
 from .log import ExecutionLocked, validate_execution_id
-from .postgres_log import ALIVE, LeaseLost, PostgresExecutionLog, _who
+from .postgres_lease import ALIVE, LeaseLost, _who
+from .postgres_log import PostgresExecutionLog
 from .provider import FilesystemCheckpointProvider, replay_until
 
 __all__ = ["LeaseLost", "PostgresCheckpointProvider", "SCHEMA_VERSION"]

@@ -10,7 +10,7 @@ Ownership: :meth:`ExecutionLog.lock` makes the caller the one writer of an
 execution (a ``flock`` for files; a lease with a fencing token in
 PostgreSQL) and raises :class:`~playbooks.durability.log.ExecutionLocked`
 while another live owner holds it. A PostgreSQL owner that lost its lease
-gets :class:`~playbooks.durability.postgres_log.LeaseLost` from every later
+gets :class:`~playbooks.durability.postgres_lease.LeaseLost` from every later
 write or barrier: it can no longer write nor cause an effect.
 
 Scale-out: an execution's meta carries ``status`` (``"queued"`` for a
