@@ -64,9 +64,10 @@ async def run_stream(
 
     The call's listeners hear "end" from the reader, once the whole text is
     recorded (or the call failed or was abandoned), never before: a call
-    reported finished is never sent again. When the code returns before the stream ends (the closing fence and
-    the token counts still on their way), the stream gets RETURN_GRACE seconds
-    to end, unrecorded, and is abandoned after that (a model that writes on)."""
+    reported finished is never sent again. When the code returns before the
+    stream ends (the closing fence and the token counts still on their way),
+    the stream gets RETURN_GRACE seconds to end, unrecorded, and is abandoned
+    after that (a model that writes on)."""
     queue: asyncio.Queue = asyncio.Queue()
     recorder = _Recorder(manager, frame_id, turn)
 
