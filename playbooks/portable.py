@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .config import Config
+from .config import Config, ModelConfig, SafetyConfig
 from .exits import Refused
 from .language import Program, ProgramError, load_program
 
@@ -46,6 +46,19 @@ def portable_settings(config: Config) -> dict:
         "safety": config.safety.model_dump(),
         "max_llm_calls": config.max_llm_calls,
     }
+
+
+def carried_settings(config: Config, settings: dict) -> Config:
+    """``config`` with the settings an execution carries (``portable_settings``); the
+    API key stays this machine's."""
+    update: dict[str, Any] = {}
+    if "model" in settings:
+        update["model"] = ModelConfig(**settings["model"], api_key=config.model.api_key)
+    if "safety" in settings:
+        update["safety"] = SafetyConfig(**settings["safety"])
+    if "max_llm_calls" in settings:
+        update["max_llm_calls"] = settings["max_llm_calls"]
+    return config.model_copy(update=update)
 
 
 def _cache_root() -> Path:

@@ -24,7 +24,8 @@ from .agents.agent import Agent
 from .agents.human import Human
 from .agents.people import Person
 from .agents.runtime import AgentRuntime, main_agent, roster
-from .config import Config, ModelConfig, SafetyConfig, load_config
+from .config import Config, load_config
+from .detach import enqueue
 from .durability import log as logmod
 from .durability.manager import CheckpointManager
 from .durability.provider import FilesystemCheckpointProvider
@@ -36,7 +37,13 @@ from .exits import BadInput, CommandError, ExitCode, Refused
 from .language import Program, ProgramError, load_program
 from .llm import LLMError, make_client
 from .llm.replay import load_replay
-from .portable import ProviderInbox, portable_settings, program_bundle, stored_program
+from .portable import (
+    ProviderInbox,
+    carried_settings,
+    portable_settings,
+    program_bundle,
+    stored_program,
+)
 from .terminal import describe_failure
 
 __all__ = [
@@ -255,16 +262,7 @@ class Runner:
         overrides them; what was overridden is kept for the banner."""
         recorded, options = plan.recorded or {}, self.options
         if options.stored:  # a worker: the settings the execution carries
-            settings = self._stored_meta.get("settings") or {}
-            update: dict[str, Any] = {}
-            if "model" in settings:
-                key = {"api_key": self.config.model.api_key}
-                update["model"] = ModelConfig(**settings["model"], **key)
-            if "safety" in settings:
-                update["safety"] = SafetyConfig(**settings["safety"])
-            if "max_llm_calls" in settings:
-                update["max_llm_calls"] = settings["max_llm_calls"]
-            self.config = self.config.model_copy(update=update)
+            self.config = carried_settings(self.config, self._stored_meta.get("settings") or {})
             return
         started = recorded.get("config")
         other_config = options.config is not None and started != self.config.source
@@ -352,46 +350,15 @@ class Runner:
         }
 
     def _enqueue(self, plan: Plan, program: Program) -> int:
-        """`run --detach`: record the execution with its program and settings as
-        queued, and run nothing; a worker claims it."""
+        """`run --detach`: store the execution as queued and run nothing."""
         if plan.recorded is not None:
             raise BadInput(
                 f"execution {plan.execution_id} already exists: --detach starts a new one"
             )
-        model = self.config.model
-        if model.name.startswith(REPLAY):
-            try:
-                load_replay(model.name[len(REPLAY) :])
-            except (LLMError, ValueError) as error:
-                raise BadInput(str(error)) from None
-        manager = CheckpointManager(plan.execution_id, plan.provider)
-        try:
-            manager.open()
-            record = self._program_record(plan, program)
-            manager.record_program(**record)
-            manager.write_meta(
-                {
-                    "execution_id": plan.execution_id,
-                    "status": "queued",
-                    "message": "",
-                    **{k: record[k] for k in ("program", "hash", "created")},
-                    "updated": time.time(),
-                    "detached": True,
-                    "inbox_read": 0,
-                    "source": program_bundle(program),
-                    "settings": portable_settings(self.config),
-                }
-            )
-        except logmod.StorageError as error:
-            raise Refused(str(error)) from None
-        finally:
-            manager.close()
-        for text in self.options.messages:  # --message values: its first replies
-            message = {"text": text, "from": "user", "to": None, "via": "message"}
-            plan.provider.append_inbox(plan.execution_id, message | {"ts": time.time()})
-        wake = getattr(plan.provider, "wake", None)
-        if wake is not None:
-            wake()
+        record = self._program_record(plan, program)
+        enqueue(
+            plan.provider, plan.execution_id, record, program, self.config, self.options.messages
+        )
         self.out.write(plan.execution_id + "\n")
         self.out.flush()
         self.note(f"queued {plan.execution_id}: `playbooks worker` runs it")
