@@ -19,7 +19,6 @@ the owner refuses it unless told to roll back (see CheckpointManager.open).
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -72,28 +71,6 @@ def validate_execution_id(execution_id: str) -> str:
     return execution_id
 
 
-def _not_json(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-#: The same compact JSON as ``blobs.dumps``, minus its cycle check: a record is
-#: built from encoded values, which never contain themselves (the encoder
-#: refuses cycles), so the check only cost time on every append.
-_C_ENCODER = (
-    json.encoder.c_make_encoder(
-        None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, True
-    )
-    if json.encoder.c_make_encoder is not None
-    else None
-)
-
-
-def _record_json(record: dict) -> bytes:
-    if _C_ENCODER is None:
-        return dumps(record)
-    return "".join(_C_ENCODER(record, 0)).encode("utf-8", "surrogatepass")
-
-
 def record_payload(log: Any, record: dict) -> tuple[bytes, set[str]]:
     """A record's bytes for the log, large values moved to the log's blobs, and the
     blobs it refers to; refused while recovery still owes a fresh snapshot."""
@@ -102,7 +79,7 @@ def record_payload(log: Any, record: dict) -> tuple[bytes, set[str]]:
             f"execution {log.execution_id}: write a fresh snapshot before appending "
             "(recovery did not end at the end of the log)"
         )
-    data = _record_json(record)
+    data = dumps(record)
     if len(data) > INLINE_MAX or _MARKERS.search(data):
         ext, refs = log.blobs.externalize(record)
         return dumps(ext), refs
