@@ -71,7 +71,7 @@ def validate_execution_id(execution_id: str) -> str:
     return execution_id
 
 
-def record_payload(log: Any, record: dict) -> tuple[bytes, set[str]]:
+def record_payload(log: Any, record: dict) -> tuple[bytes, set[str] | frozenset[str]]:
     """A record's bytes for the log, large values moved to the log's blobs, and the
     blobs it refers to; refused while recovery still owes a fresh snapshot."""
     if log._needs_snapshot:
@@ -80,10 +80,13 @@ def record_payload(log: Any, record: dict) -> tuple[bytes, set[str]]:
             "(recovery did not end at the end of the log)"
         )
     data = dumps(record)
-    if len(data) > INLINE_MAX or _MARKERS.search(data):
+    if len(data) > INLINE_MAX or (b'"__' in data and _MARKERS.search(data)):
         ext, refs = log.blobs.externalize(record)
         return dumps(ext), refs
-    return data, set()  # nothing in it can be large: no walk needed
+    return data, _NO_REFS  # nothing in it can be large: no walk needed
+
+
+_NO_REFS: frozenset[str] = frozenset()
 
 
 #: Logs owned (locked) by this process, by folder: the saver protocol writes
@@ -279,9 +282,10 @@ class ExecutionLog(ChainReader):
 
     def should_snapshot(self) -> bool:
         """Time for a snapshot: keeps recovery cost at most about twice a snapshot."""
-        with self._mutex:
-            self._ensure_loaded()
-            return self._needs_snapshot or self._appended >= max(MIN_SNAPSHOT_GAP, self._snap_size)
+        if not self._loaded:  # asked after every statement: no lock once loaded
+            with self._mutex:
+                self._ensure_loaded()
+        return self._needs_snapshot or self._appended >= max(MIN_SNAPSHOT_GAP, self._snap_size)
 
     def write_snapshot(self, state: dict, *, checkpoints: int = 0) -> None:
         """Start a new generation from state, then apply retention.

@@ -318,9 +318,11 @@ class PostgresExecutionLog(Lease, PipedWrites, PgReader):
         self._send_piped()
 
     def should_snapshot(self) -> bool:
-        with self._mutex:
-            self._ensure_loaded()
-            return self._needs_snapshot or self._appended >= max(MIN_SNAPSHOT_GAP, self._snap_size)
+        """Time for a snapshot: keeps recovery cost at most about twice a snapshot."""
+        if not self._loaded:  # asked after every statement: no lock once loaded
+            with self._mutex:
+                self._ensure_loaded()
+        return self._needs_snapshot or self._appended >= max(MIN_SNAPSHOT_GAP, self._snap_size)
 
     def write_snapshot(self, state: dict, *, checkpoints: int = 0) -> None:
         """Start generation G+1 from state and apply retention, in one fenced transaction."""

@@ -25,7 +25,7 @@ stands for that "ckpt" record followed by the await (see :func:`unfold`).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from . import serialization
@@ -304,7 +304,16 @@ class ExecutionState:
 
     # -- snapshots ---------------------------------------------------------
     def to_snapshot(self) -> dict:
-        data = asdict(self)
+        """The state as plain data for a snapshot writer.
+
+        It shares its lists and dicts with this state, uncopied: the writers
+        only read it (the blob store builds its own copy as it encodes), so a
+        deep copy first only cost time."""
+        data = {name: getattr(self, name) for name in _STATE_FIELDS}
+        data["frames"] = {
+            fid: {name: getattr(frame, name) for name in _FRAME_FIELDS}
+            for fid, frame in self.frames.items()
+        }
         return data
 
     @classmethod
@@ -328,3 +337,7 @@ class ExecutionState:
             chain.append(frame)
             frame = self.frames.get(frame.parent) if frame.parent else None
         return list(reversed(chain))
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(ExecutionState))
+_FRAME_FIELDS = tuple(f.name for f in fields(FrameState))
