@@ -4,13 +4,14 @@ Each await in generated code is journaled: its result is appended, and a
 checkpoint of the statement's variables follows (a statement that changed no
 variable, like these, has its checkpoint carried by the next await record).
 Records are fdatasynced before anything with an effect runs, so a call that
-may have effects (a user function, here ``Noop``) costs one fdatasync, while a
-pure built-in (``Step``) costs none of its own: its target is half of one. The floor of the guarantee for a call with
-effects is one ``fdatasync`` of a small appended record in the same directory,
-so that is measured in the same run, twice: back to back, and paced like the
-awaits (one after as much work as an await without durability takes), which
-on this VM costs more and is what an await pays. LangGraph (SqliteSaver, a checkpoint per
-step) and DBOS (SQLite, a recorded step) give the same kind of guarantee per step.
+may have effects (a user function, here ``Noop``) costs one fdatasync, while
+a pure built-in (``Step``) costs none of its own: its target is half of one.
+The floor of the guarantee for a call with effects is one ``fdatasync`` of a
+small appended record in the same directory, measured in the same run twice:
+back to back, and paced (each after as much work as an await takes without
+durability), which on this VM costs more and is what an implementation with
+no overhead of its own would pay. LangGraph (SqliteSaver, a checkpoint per
+step) and DBOS (SQLite, a recorded step) give the same kind of guarantee.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ MEASUREMENTS: dict[str, tuple[str, str]] = {
     "ckptcost": ("benchmarks.checkpoint_cost", "8. Checkpoint cost follows the change"),
     "postgres": ("benchmarks.postgres", "9. Effects on PostgreSQL"),
     "workers": ("benchmarks.workers", "10. Workers: takeover after SIGKILL, throughput"),
+    "instructions": ("benchmarks.instructions", "11. Instructions per await (counted by valgrind)"),
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
