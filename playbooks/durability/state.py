@@ -263,18 +263,11 @@ class ExecutionState:
         journal = frame.journal
         if journal:  # only the awaits of this turn's statements not yet finished stay
             prefix = f"{t}."
-            for k in journal:
-                if k.startswith(prefix) and int(k.split(".")[1]) >= i:
-                    kept = {
-                        k: v
-                        for k, v in journal.items()
-                        if k.startswith(prefix) and int(k.split(".")[1]) >= i
-                    }
-                    if len(kept) != len(journal):
-                        frame.journal = kept
-                    break
-            else:  # the usual case: every entry is of a finished statement
+            live = [k for k in journal if k.startswith(prefix) and int(k.split(".")[1]) >= i]
+            if not live:  # the usual case: every entry is of a finished statement
                 frame.journal = {}
+            elif len(live) != len(journal):
+                frame.journal = {k: journal[k] for k in live}
         statement = r.get("stmt")
         if statement:  # the end-of-turn checkpoint has no statement
             frame.statement = statement
