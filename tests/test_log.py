@@ -444,3 +444,51 @@ def test_log_files_gone_with_the_folder_kept_is_damage(tmp_path) -> None:
     assert loaded.needs_snapshot and "missing" in loaded.warnings[0]
     # a folder that was never started (no meta.json) is simply new
     assert ExecutionLog(tmp_path, "new").load().damage is None
+
+
+APPENDER = """
+import sys
+from playbooks.durability.log import ExecutionLog
+log = ExecutionLog(sys.argv[1], "kept")
+for i in range(int(sys.argv[2])):
+    log.append({"k": "ckpt", "n": i, "vars": {"x": i}}, sync=True)
+print("appended", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_zeros_reserved_past_the_last_record_survive_a_kill_as_the_end_of_the_log(
+    tmp_path,
+) -> None:
+    """The open segment keeps zeros ahead of its records (an fdatasync then changes
+    no file size); killed, they are read as the end of the log and cut on reopen."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", APPENDER, str(tmp_path), "30"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )
+    try:
+        assert child.stdout.readline() == b"appended\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    seg = tmp_path / "kept" / "log-000000"
+    data = seg.read_bytes()
+    found = read_records(data, seg.name)
+    assert len(found.payloads) == 30 and found.warning is None
+    assert len(data) > found.valid_end and not data[found.valid_end :].strip(b"\0")
+
+    log = ExecutionLog(tmp_path, "kept")
+    loaded = log.load()
+    assert [r["n"] for r in loaded.records] == list(range(30))
+    assert not loaded.warnings and loaded.damage is None and not loaded.needs_snapshot
+    log.append(ckpt(30, x=30), sync=True)
+    end = read_records(seg.read_bytes()).valid_end
+    assert seg.stat().st_size > end  # reserved again, after the dead writer's zeros were cut
+    files = sum(p.stat().st_size for p in seg.parent.rglob("*") if p.is_file())
+    assert log.disk_usage() == files - (seg.stat().st_size - end)  # the reserve is not data
+    log.close()
+    after = read_records(seg.read_bytes(), seg.name)
+    assert len(after.payloads) == 31 and not after.torn and after.valid_end == seg.stat().st_size

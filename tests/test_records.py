@@ -186,3 +186,63 @@ def test_the_fast_json_writer_is_used_and_refuses_what_json_refuses() -> None:
         except error:
             continue
         raise AssertionError(f"{bad!r} was written")
+
+
+# what the runtime writes: JSON text, which never ends in a NUL byte
+json_payloads = st.lists(
+    st.text(alphabet='abc{}:,"0123456789', min_size=1, max_size=400).map(
+        lambda t: ("{" + t + "}").encode()
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_payloads, st.integers(1, 5000), st.data())
+def test_a_write_that_stopped_short_in_reserved_zeros_is_a_quiet_torn_tail(
+    records: list[bytes], reserve: int, data: st.DataObject
+) -> None:
+    """A log writer keeps zeros past its last record; a write cut anywhere (but in a
+    record's last four bytes, indistinguishable from damage to them) leaves a
+    prefix of its record followed by those zeros: a torn tail, never damage."""
+    blob, ends = _frame(records)
+    cut = data.draw(st.integers(0, len(blob)))
+    complete = sum(1 for e in ends if e <= cut)
+    if complete < len(records) and cut > ends[complete] - 4:
+        cut = max(ends[complete] - 4, ends[complete - 1] if complete else 0)
+    res = read_records(blob[:cut] + bytes(len(blob) - cut + reserve), "log-000001")
+    assert res.payloads == records[:complete]
+    assert res.valid_end == (ends[complete - 1] if complete else 0)
+    assert res.torn and res.warning is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_payloads, st.integers(1, 5000), st.data())
+def test_a_byte_flip_before_reserved_zeros_gives_a_prefix_and_damage_to_a_record_is_reported(
+    records: list[bytes], reserve: int, data: st.DataObject
+) -> None:
+    blob, ends = _frame(records)
+    damaged = bytearray(blob + bytes(reserve))
+    pos = data.draw(st.integers(0, len(damaged) - 1))
+    damaged[pos] ^= data.draw(st.integers(1, 255))
+    res = read_records(bytes(damaged), "log-000004")
+    assert res.payloads == records[: len(res.payloads)]  # never a wrong record
+    if pos < len(blob):  # inside a record, the last one included: reported, never quiet
+        hit = next(i for i, e in enumerate(ends) if pos < e)
+        assert res.payloads == records[:hit]
+        assert res.warning is not None and not res.torn
+        assert f"offset {ends[hit - 1] if hit else 0}" in res.warning
+    else:  # in the zeros past the last record: every record is read
+        assert res.payloads == records
+
+
+def test_a_final_record_whose_length_grew_into_reserved_zeros_is_damage() -> None:
+    blob, ends = _frame([b'{"k":"one"}', b'{"k":"two"}'])
+    for grow in (1, 7, 300, 70000):
+        damaged = bytearray(blob + bytes(4096))
+        length = int.from_bytes(damaged[ends[0] + 4 : ends[0] + 8], "little") + grow
+        damaged[ends[0] + 4 : ends[0] + 8] = length.to_bytes(4, "little")
+        res = read_records(bytes(damaged), "log-000002")
+        assert res.payloads == [b'{"k":"one"}'] and not res.torn, grow
+        assert res.warning is not None and f"offset {ends[0]}" in res.warning

@@ -9,6 +9,11 @@ record whose CRC fails.
 Header (12 bytes): magic (2) | version (1) | flags (1) | length (4, LE) | crc32 (4, LE).
 The CRC covers the first 8 header bytes and the payload as stored, so a flipped
 flag or length can never turn a good record into a different one.
+
+A writer may reserve space past its last record (zeros: see ExecutionLog), so
+"the end of the file" below means the end of the file or the zeros after the
+last byte written: a write that stopped short leaves a prefix of its record and
+then zeros, while damage leaves written bytes where they should not be.
 """
 
 from __future__ import annotations
@@ -94,12 +99,47 @@ def _check(data: bytes, pos: int) -> tuple[bytes | None, str]:
     return stored, ""
 
 
-def _whole_with_bad_length(data: bytes, pos: int) -> bool:
-    """Do the bytes from pos to the end form a complete record whose length
-    field alone was changed? (A torn write never passes this CRC.)"""
-    stored = data[pos + HEADER_SIZE :]
-    head8 = data[pos : pos + 4] + struct.pack("<I", len(stored))
-    return _crc(head8, stored) == HEADER.unpack_from(data, pos)[4]
+def _whole_with_bad_length(data: bytes, pos: int, end: int) -> bool:
+    """Do the bytes from pos to end, or to the last byte written before it (a
+    compressed payload may itself end in a few zero bytes), form a complete
+    record whose length field alone was changed? (A torn write never passes
+    this CRC.)"""
+    crc = HEADER.unpack_from(data, pos)[4]
+    start = pos + HEADER_SIZE
+    last = start + len(data[start:end].rstrip(b"\0"))
+    for stop in {end, *range(last, min(last + ZERO_TAIL, end) + 1)}:
+        stored = data[start:stop]
+        if _crc(data[pos : pos + 4] + _U32(len(stored)), stored) == crc:
+            return True
+    return False
+
+
+def _stopped_short(data: bytes, pos: int, reason: str) -> bool:
+    """Is the failed record at pos a write that stopped short (a torn tail:
+    the process or the machine died), rather than damage to written bytes?"""
+    rest = data[pos:]
+    if reason == "short":
+        return rest.startswith(MAGIC[: len(rest)]) or not rest.strip(b"\0")
+    if reason == "beyond":
+        # short of its declared length: torn, unless the bytes are a whole
+        # record whose length field alone was damaged
+        return not _whole_with_bad_length(data, pos, len(data)) and not _valid_record_after(
+            data, pos + 1
+        )
+    if reason == "bad checksum":
+        # a full-length final record whose CRC fails is damage; only a record
+        # whose last bytes, and all after it, are zeros (never written: a
+        # zero-filled or reserved tail) counts as torn
+        end = pos + HEADER_SIZE + HEADER.unpack_from(data, pos)[3]
+        return (
+            not data[end - ZERO_TAIL :].strip(b"\0")
+            and not _whole_with_bad_length(data, pos, end)
+            and not _valid_record_after(data, pos + 1)
+        )
+    # a bad magic, version or flags byte: torn only if what was written is the
+    # start of a record's first four bytes, zeros after it
+    written = rest.rstrip(b"\0")
+    return len(written) <= 4 and any(lead.startswith(written) for lead in _LEADS.values())
 
 
 def _valid_record_after(data: bytes, start: int) -> bool:
@@ -127,26 +167,7 @@ def read_records(data: bytes, name: str = "<log>") -> ReadResult:
             offsets.append(pos)
             pos += HEADER_SIZE + HEADER.unpack_from(data, pos)[3]
             continue
-        rest = data[pos:]
-        torn = False
-        if reason == "short":
-            torn = rest.startswith(MAGIC[: len(rest)]) or not rest.strip(b"\0")
-        elif reason == "beyond":
-            # short of its declared length: torn, unless the bytes are a whole
-            # record whose length field alone was damaged
-            torn = not _whole_with_bad_length(data, pos) and not _valid_record_after(data, pos + 1)
-        elif reason == "bad checksum":
-            # a full-length final record whose CRC fails is damage; only a tail
-            # the filesystem zero-filled after a crash counts as torn
-            end = pos + HEADER_SIZE + HEADER.unpack_from(data, pos)[3]
-            torn = (
-                end == size
-                and data[end - ZERO_TAIL : end] == bytes(ZERO_TAIL)
-                and not _valid_record_after(data, pos + 1)
-            )
-        elif not rest.strip(b"\0"):
-            torn = True  # a zero-filled tail left by the filesystem after a crash
-        if torn:
+        if _stopped_short(data, pos, reason):
             return ReadResult(payloads, pos, True, None, offsets)
         reason = {"short": "bad record header", "beyond": "bad record length"}.get(reason, reason)
         if reason.startswith("record format version"):
