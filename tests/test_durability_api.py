@@ -125,7 +125,7 @@ async def test_everything_listed_can_be_loaded(tmp_path: Path) -> None:
     provider = FilesystemCheckpointProvider(tmp_path, keep_last_n=1000)
     manager = CheckpointManager("gens", provider)
     await _fill(manager, 0, 300)
-    assert len(list(tmp_path.joinpath("gens").glob("snap-*"))) >= 3  # several generations
+    assert len(list(tmp_path.joinpath("gens").glob("log-*"))) >= 3  # several generations
     listed = await manager.list_checkpoints()  # while open: the owner's own log
     assert listed == [f"gens_ckpt_{n}" for n in range(1, 301)]
     manager.close()

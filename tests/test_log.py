@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -208,17 +209,21 @@ def _files(folder: Path) -> list[Path]:
 def test_retention_keeps_the_directory_bounded(tmp_path) -> None:
     log = ExecutionLog(tmp_path, "ret", keep_last_n=10)
     state = {"n": -1, "vars": {}}
-    peak_files = peak_bytes = 0
+    peak_files = peak_settled = peak_bytes = 0
     for i in range(1000):
         log.append(ckpt(i, x=i, pad="p" * 200))
         state["n"], state["vars"]["x"] = i, i
         if i % 25 == 24:
             log.write_snapshot({"n": i, "vars": dict(state["vars"])})
-        peak_files = max(peak_files, len(_files(log.dir)))
+        peak_files = max(peak_files, len(_files(log.dir)))  # a rollover may be running
+        log.wait()  # for it
+        peak_settled = max(peak_settled, len(_files(log.dir)))
         peak_bytes = max(peak_bytes, log.disk_usage())
     log.close()
-    # two generations (snapshot + segment) of 25 checkpoints each
-    assert peak_files <= 2 * 2, peak_files
+    # two generations (snapshot + segment) of 25 checkpoints each; while a new
+    # one is being finished, the generation it drops and the snapshot's temporary file
+    assert peak_settled <= 2 * 2, peak_settled
+    assert peak_files <= 2 * 2 + 3, peak_files
     assert peak_bytes < 3 * 25 * 300, peak_bytes
     names = sorted(p.name for p in _files(log.dir))
     assert names == ["log-000039", "log-000040", "snap-000039", "snap-000040"]
@@ -238,6 +243,7 @@ def test_large_values_are_stored_once_and_collected(tmp_path) -> None:
     assert len(first) == 1 + 3  # the string once, three full 32-item chunks
     log.write_snapshot({"vars": {"items": items + ["more"], "big": big}})
     assert {p.name: p.stat().st_mtime_ns for p in blobs.iterdir()} == first  # not rewritten
+    log.wait()  # the snapshot's own syncs have ended: another reader sees it
     loaded = ExecutionLog(tmp_path, "b").load()
     assert loaded.snapshot == {"vars": {"items": items + ["more"], "big": big}}
     assert ExecutionLog(tmp_path, "b").checkpoint_records() == []
@@ -246,6 +252,7 @@ def test_large_values_are_stored_once_and_collected(tmp_path) -> None:
     log.write_snapshot({"vars": {"items": []}})
     log.append(ckpt(1))
     log.write_snapshot({"vars": {"items": []}})
+    log.wait()
     assert not blobs.exists() or list(blobs.iterdir()) == []
     log.close()
     (blobs / ("0" * 64)).parent.mkdir(exist_ok=True)
@@ -492,3 +499,107 @@ def test_zeros_reserved_past_the_last_record_survive_a_kill_as_the_end_of_the_lo
     log.close()
     after = read_records(seg.read_bytes(), seg.name)
     assert len(after.payloads) == 31 and not after.torn and after.valid_end == seg.stat().st_size
+
+
+STALLED_ROLLOVER = """
+import sys, threading
+from playbooks.durability import rollover
+from playbooks.durability.log import ExecutionLog
+rollover.Rollover.run = lambda self: threading.Event().wait()  # its syncs never end
+log = ExecutionLog(sys.argv[1], "mid")
+for i in range(10):
+    log.append({"k": "ckpt", "n": i, "vars": {"x": i}})
+log.write_snapshot({"n": 9, "vars": {"x": 9}})
+for i in range(10, 15):
+    log.append({"k": "ckpt", "n": i, "vars": {"x": i}})
+print("appended", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_kill_while_a_new_generation_is_finished_resumes_exactly(tmp_path) -> None:
+    """Killed before the new snapshot is written (its syncs run beside the next
+    appends), recovery reads from the generation before, through both segments."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", STALLED_ROLLOVER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )
+    try:
+        assert child.stdout.readline() == b"appended\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    folder = tmp_path / "mid"
+    assert (folder / "log-000001").stat().st_size > 0 and not (folder / "snap-000001").exists()
+    log = ExecutionLog(tmp_path, "mid")
+    loaded = log.load()
+    assert loaded.snapshot is None and [r["n"] for r in loaded.records] == list(range(15))
+    assert loaded.rebuilt and not loaded.warnings and loaded.damage is None
+    assert replay(loaded) == {"n": 14, "vars": {"x": 14}}
+    log.write_snapshot(replay(loaded))  # what the owner does with a rebuilt state
+    log.append(ckpt(15, x=15), sync=True)
+    log.close()
+    again = ExecutionLog(tmp_path, "mid").load()
+    assert not again.rebuilt and again.generation == 2 and replay(again)["n"] == 15
+
+
+def test_a_sync_waits_for_the_new_generation_to_be_on_disk(tmp_path, monkeypatch) -> None:
+    """A record of the new generation is synced before an effect only once the
+    old segment and the new one's name are on disk, however slow that is; the
+    snapshot itself may follow (recovery can do without it)."""
+    synced: list[int] = []
+    fsync = os.fsync
+    slow = threading.Event()
+
+    def slow_fsync(fd: int) -> None:  # the rollover's: the directory, then the snapshot
+        slow.wait(0.5)  # never set: syncs slower than the appends after them
+        fsync(fd)
+        synced.append(fd)
+
+    log = ExecutionLog(tmp_path, "w")
+    log.append(ckpt(0, x=0))
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    log.write_snapshot({"n": 0, "vars": {"x": 0}})
+    log.append(ckpt(1, x=1))
+    assert synced == []  # appends do not wait
+    log.append(ckpt(2, x=2), sync=True)
+    assert len(synced) >= 1  # the directory's, before the record's own
+    log.close()
+    assert len(synced) == 3  # close waits for the snapshot too
+    assert (tmp_path / "w" / "snap-000001").exists()
+
+
+@pytest.mark.parametrize("broken", ["fsync", "replace"])
+def test_a_new_generation_that_cannot_be_written_is_reported(tmp_path, monkeypatch, broken) -> None:
+    """A failed sync of the old segment or of the new one's name is raised at the
+    next sync, before its record is written; a failed snapshot (recovery can do
+    without it) at the next snapshot or close. Nothing is lost either way."""
+
+    def fail(*args, **kwargs) -> None:
+        raise OSError(5, "Input/output error")
+
+    log = ExecutionLog(tmp_path, "io")
+    log.lock()
+    log.append(ckpt(0, x=0))
+    monkeypatch.setattr(os, broken, fail)  # the directory's sync, or the snapshot's rename
+    log.write_snapshot({"n": 0, "vars": {"x": 0}})
+    log.append(ckpt(1, x=1))
+    if broken == "fsync":
+        with pytest.raises(StorageError, match="snap-000001: .*Input/output error"):
+            log.append(ckpt(2, x=2), sync=True)  # not written, never reported as durable
+        log.close()
+        kept = [0, 1]
+    else:
+        log.append(ckpt(2, x=2), sync=True)
+        with pytest.raises(StorageError, match="snap-000001: .*Input/output error"):
+            log.close()
+        kept = [0, 1, 2]
+    monkeypatch.undo()
+    again = ExecutionLog(tmp_path, "io")
+    again.lock()  # the lock went with close
+    loaded = again.load()
+    assert [r["n"] for r in loaded.records] == kept and loaded.rebuilt
+    again.close()

@@ -3,10 +3,8 @@
 Layout of <base>/<execution_id>/ (0700, files 0600):
   snap-GGGGGG   compacted state that starts generation G (written atomically)
   log-GGGGGG    records appended after snapshot G (generation 0 has no snapshot);
-                created before its snapshot, so a snapshot without it means it was lost.
-                The newest has zeros reserved past its last record while it is open:
-                an fdatasync that need not change the file's size is a fifth cheaper
-                here (ext4), and a reader takes the zeros for the end of the log
+                created before its snapshot, so a snapshot without it means it was lost;
+                the newest has zeros reserved past its last record while open (segment.py)
   blobs/        large values, stored once by content hash
   meta.json     small metadata for listing
   lock          owner lock (flock), holds the owner's pid
@@ -21,7 +19,6 @@ the owner refuses it unless told to roll back (see CheckpointManager.open).
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import re
@@ -53,11 +50,12 @@ from playbooks.durability.chain import (
 )
 from playbooks.durability.damage import Damage
 from playbooks.durability.records import encode_record
+from playbooks.durability.rollover import Rollover
+from playbooks.durability.segment import Segment
 
 __all__ = ["DamagedLog", "ExecutionLocked", "ExecutionLog", "Loaded", "StorageError"]
 
 MIN_SNAPSHOT_GAP = 32 * 1024  # bytes of records between snapshots, at least
-RESERVE = 16 * 1024  # zeros reserved ahead of the newest segment's last record, at least
 SNAPSHOT_FORMAT = 1
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -138,10 +136,7 @@ class ExecutionLog(ChainReader):
         self._mutex = threading.RLock()
         self._loaded = False
         self._gen = 0  # the generation appends go to
-        self._fd: int | None = None
-        self._seg_size = 0  # where the next record goes
-        self._reserved = 0  # the segment's size on disk: past _seg_size, zeros
-        self._can_reserve = hasattr(os, "posix_fallocate")
+        self._seg: Segment | None = None  # the newest segment, once opened for appends
         self._trim_to: int | None = None  # torn tail of the newest segment, cut on reopen
         self._appended = 0
         self._snap_size = 0
@@ -149,34 +144,47 @@ class ExecutionLog(ChainReader):
         self._stats: dict[int, _Gen] = {}
         self._puts: dict[str, Any] = {}
         self._lock_fd: int | None = None
+        self._rollover: Rollover | None = None  # the last snapshot's syncs, if still running
 
     # ------------------------------------------------------------ files
 
     def _close_segment(self, sync: bool = False) -> None:
         """Close the open segment, its reserved zeros cut off (synced with ``sync``)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            if self._reserved > self._seg_size:
-                os.ftruncate(fd, self._seg_size)
-            if sync and self.fsync:
-                os.fdatasync(fd)
-            os.close(fd)
-
-    def _open_segment(self, path: Path) -> int:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        self._seg_size = self._reserved = os.fstat(fd).st_size
-        return fd
-
-    def _reserve(self, fd: int, end: int) -> None:
-        """Zeros on disk up to past ``end``, so that appends leave the size alone."""
-        size = end + max(RESERVE, end // 8)
         try:
-            os.posix_fallocate(fd, self._reserved, size - self._reserved)
-        except OSError as exc:  # not supported here, or no space: plain appends then
-            if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                self._can_reserve = False
+            self._settle_rollover()
+        finally:  # a failed rollover is raised; the segment is closed all the same
+            fd = self._release_segment()
+            if fd is not None:
+                try:
+                    if sync and self.fsync:
+                        os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+
+    def _release_segment(self) -> int | None:
+        """The open segment's descriptor, no longer the log's, cut at its last record."""
+        seg, self._seg = self._seg, None
+        return None if seg is None else seg.release()
+
+    def _rollover_durable(self) -> None:
+        """Wait until records of the new generation can be synced (rollover.py)."""
+        assert self._rollover is not None
+        self._rollover.durable.wait()
+        if self._rollover.durable_failed:
+            self._settle_rollover()  # raises it
+
+    def _settle_rollover(self) -> None:
+        """Wait for the last snapshot's syncs (see rollover.py), then remove the
+        blobs that only the generations it dropped used."""
+        job, self._rollover = self._rollover, None
+        if job is None:
             return
-        self._reserved = size
+        job.join()
+        job.close()
+        self._remove_blobs(job.freed)
+        if job.error is not None:
+            self._needs_snapshot = True
+            raise StorageError(f"cannot write {job.snapshot}: {job.error}") from job.error
 
     # ------------------------------------------------------------ reading
 
@@ -227,6 +235,7 @@ class ExecutionLog(ChainReader):
         """What recovery would have read when ``gen`` was the newest generation
         (for loading an older checkpoint; read-only, changes nothing)."""
         with self._mutex:
+            self._settle_rollover()
             snaps, segs = self._scan()
             if not snaps and not segs:
                 return Loaded(None, [], 0, [], False)
@@ -249,44 +258,29 @@ class ExecutionLog(ChainReader):
 
     # ------------------------------------------------------------ writing
 
-    def _segment_fd(self) -> int:
-        if self._fd is None:
-            path = self._path(SEG, self._gen)
-            existed = path.exists()
-            fd = self._open_segment(path)
-            if self._trim_to is not None:
-                os.ftruncate(fd, self._trim_to)  # drop the torn tail before appending
-                if self.fsync:
-                    os.fsync(fd)
-                self._seg_size = self._reserved = self._trim_to
-                self._trim_to = None
-            if not existed and self.fsync:
+    def _segment(self) -> Segment:
+        if self._seg is None:
+            seg = Segment(self._path(SEG, self._gen), trim_to=self._trim_to, fsync=self.fsync)
+            self._trim_to = None
+            if seg.created and self.fsync:
                 fsync_dir(self.dir)
-            self._fd = fd
-        return self._fd
+            self._seg = seg
+        return self._seg
 
     def append(self, record: dict, *, sync: bool = False) -> None:
         """Append one record; with sync it is on disk when this returns."""
         with self._mutex:
             if not self._loaded:
                 self.load()
+            if sync and self._rollover is not None:  # the generation it goes to, on disk first
+                self._rollover_durable()
             data, refs = record_payload(self, record)
             frame = encode_record(data)
-            fd = self._fd if self._fd is not None else self._segment_fd()
-            start = self._seg_size
-            end = start + len(frame)
-            if end > self._reserved and self._can_reserve:
-                self._reserve(fd, end)
+            seg = self._seg or self._segment()
             try:
-                written = os.pwrite(fd, frame, start)
-                while written < len(frame):  # a short write: the rest, however many it takes
-                    written += os.pwrite(fd, memoryview(frame)[written:], start + written)
+                seg.write(frame)
             except OSError as exc:
-                os.ftruncate(fd, start)  # never leave half a record before the next one
-                self._reserved = start
                 raise StorageError(f"cannot append to {self._path(SEG, self._gen)}: {exc}") from exc
-            self._seg_size = end
-            self._reserved = max(self._reserved, end)
             self._appended += len(frame)
             stats = self._stats.get(self._gen)
             if stats is None:
@@ -301,12 +295,19 @@ class ExecutionLog(ChainReader):
             elif kind == "forget":
                 self._puts[record["id"]] = None  # remembered, so compaction keeps it forgotten
             if sync and self.fsync:
-                os.fdatasync(fd)
+                os.fdatasync(seg.fd)
 
     def sync(self) -> None:
         with self._mutex:
-            if self._fd is not None and self.fsync:
-                os.fdatasync(self._fd)
+            if self._rollover is not None:
+                self._rollover_durable()
+            if self._seg is not None and self.fsync:
+                os.fdatasync(self._seg.fd)
+
+    def wait(self) -> None:
+        """Wait for the background work of the last snapshot (rollover.py)."""
+        with self._mutex:
+            self._settle_rollover()
 
     def settle(self) -> None:
         """Nothing to do: an appended record is in the kernel's page cache already."""
@@ -321,14 +322,16 @@ class ExecutionLog(ChainReader):
     def write_snapshot(self, state: dict, *, checkpoints: int = 0) -> None:
         """Start a new generation from state, then apply retention.
 
-        checkpoints is accepted for callers that count; the log counts the
-        "ckpt" records itself.
+        Returns once appends go to the new generation; its syncs run beside
+        them (rollover.py) and ``sync()`` waits for them. Until then a reader
+        rebuilds the same state from the snapshot before: a snapshot is the
+        state its records led to. checkpoints is accepted for callers that
+        count; the log counts the "ckpt" records itself.
         """
         with self._mutex:
             self._ensure_loaded()
-            if self._fd is not None:  # the fallback chain needs the whole segment on disk
-                self._close_segment(sync=True)
-            elif self._trim_to is not None:
+            self._settle_rollover()
+            if self._seg is None and self._trim_to is not None:
                 path = self._path(SEG, self._gen)
                 if path.exists():
                     os.truncate(path, self._trim_to)
@@ -351,26 +354,38 @@ class ExecutionLog(ChainReader):
             data = encode_record(dumps(payload))
             # The segment exists before its snapshot does, so that a snapshot
             # without its segment means the segment was lost, not never written.
-            fd = self._open_segment(self._path(SEG, new))
+            old = self._release_segment()  # synced by the rollover: the fallback chain needs it
+            seg = None
             try:
-                if self.fsync:
-                    fsync_dir(self.dir)
-                write_atomic(self._path(SNAP, new), data, self.fsync)
+                seg = Segment(self._path(SEG, new), fsync=self.fsync)
+                self._rollover = Rollover.begin(
+                    old,
+                    self._path(SNAP, new),
+                    data,
+                    fsync=self.fsync,
+                    doomed=[self._path(p, g) for g in doomed for p in (SNAP, SEG)],
+                    freed=self._forget(doomed),
+                )
             except BaseException:
-                os.close(fd)
+                for fd in (old, None if seg is None else seg.fd):
+                    if fd is not None:
+                        os.close(fd)
                 raise
-            self._fd = fd
+            repair = self._needs_snapshot
+            self._seg = seg
             self._gen = new
             self._appended = 0
             self._snap_size = len(data)
             self._needs_snapshot = False
-            self._drop(doomed)
+            if repair:  # its records may not rebuild a repaired state: no window then
+                self._settle_rollover()
 
     def retain(self, keep_last_n: int | None = None) -> int:
         """Apply retention now (the owner, or a holder of the lock); returns the
         number of generations removed. Nothing goes while damage is unrepaired."""
         with self._mutex:
             self._ensure_loaded()
+            self._settle_rollover()
             if self._needs_snapshot:
                 return 0
             snaps, segs = self._scan()
@@ -386,15 +401,27 @@ class ExecutionLog(ChainReader):
 
     def _drop(self, doomed: list[int]) -> int:
         """Delete whole generations and the blobs only they used; returns blobs removed."""
-        freed: set[str] = set()
+        freed = self._forget(doomed)
         for gen in doomed:
             for prefix in (SNAP, SEG):
                 self._path(prefix, gen).unlink(missing_ok=True)
+        return self._remove_blobs(freed)
+
+    def _forget(self, doomed: list[int]) -> set[str]:
+        """Stop counting dropped generations; returns the blobs they used."""
+        freed: set[str] = set()
+        for gen in doomed:
             stats = self._stats.pop(gen, None)
             if stats:
                 freed |= stats.refs
+        return freed
+
+    def _remove_blobs(self, freed: set[str]) -> int:
+        """Remove those of ``freed`` that no retained generation uses (counted now:
+        a record appended since may use one again)."""
         if not freed:
             return 0
+        freed = set(freed)
         for stats in self._stats.values():
             freed -= stats.refs
         for sha in freed:
@@ -449,20 +476,23 @@ class ExecutionLog(ChainReader):
 
     def close(self) -> None:
         with self._mutex:
-            self._close_segment(sync=True)
-            if self._lock_fd is not None:
-                with _OWNERS_LOCK:
-                    key = os.path.realpath(self.dir)
-                    if _OWNERS.get(key) is self:
-                        del _OWNERS[key]
-                os.close(self._lock_fd)  # releases the flock
-                self._lock_fd = None
+            try:
+                self._close_segment(sync=True)
+            finally:
+                if self._lock_fd is not None:
+                    with _OWNERS_LOCK:
+                        key = os.path.realpath(self.dir)
+                        if _OWNERS.get(key) is self:
+                            del _OWNERS[key]
+                    os.close(self._lock_fd)  # releases the flock
+                    self._lock_fd = None
 
     # ------------------------------------------------------------ inspection
 
     def disk_usage(self) -> int:
         """Bytes of the execution's files, less the zeros this log has reserved."""
-        total = self._seg_size - self._reserved if self._fd is not None else 0
+        self.wait()
+        total = -self._seg.spare if self._seg is not None else 0
         for root, _dirs, files in os.walk(self.dir):
             for name in files:
                 try:
@@ -473,6 +503,7 @@ class ExecutionLog(ChainReader):
 
     def _all_records(self, refs: set[str]) -> list[dict]:
         """Valid records of every retained segment, oldest first; collects blob refs."""
+        self.wait()
         out: list[dict] = []
         cache: dict[str, bytes] = {}
         for gen in self._scan()[1]:
@@ -483,6 +514,11 @@ class ExecutionLog(ChainReader):
                 continue
             refs |= stats.refs
         return out
+
+    def checkpoints(self) -> list[tuple[int, int]]:
+        with self._mutex:
+            self._settle_rollover()
+            return super().checkpoints()
 
     def checkpoint_records(self) -> list[dict]:
         """Retained "ckpt" records, oldest first (for listing, not recovery)."""
