@@ -453,6 +453,22 @@ def test_log_files_gone_with_the_folder_kept_is_damage(tmp_path) -> None:
     assert ExecutionLog(tmp_path, "new").load().damage is None
 
 
+def kill_when_appended(script: str, *args: str) -> None:
+    """Run ``script`` in a child process and SIGKILL it once it prints "appended"."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )
+    try:
+        assert child.stdout.readline() == b"appended\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
 APPENDER = """
 import sys
 from playbooks.durability.log import ExecutionLog
@@ -469,18 +485,7 @@ def test_zeros_reserved_past_the_last_record_survive_a_kill_as_the_end_of_the_lo
 ) -> None:
     """The open segment keeps zeros ahead of its records (an fdatasync then changes
     no file size); killed, they are read as the end of the log and cut on reopen."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", APPENDER, str(tmp_path), "30"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-    )
-    try:
-        assert child.stdout.readline() == b"appended\n"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    kill_when_appended(APPENDER, str(tmp_path), "30")
     seg = tmp_path / "kept" / "log-000000"
     data = seg.read_bytes()
     found = read_records(data, seg.name)
@@ -520,18 +525,7 @@ sys.stdin.read()
 def test_a_kill_while_a_new_generation_is_finished_resumes_exactly(tmp_path) -> None:
     """Killed before the new snapshot is written (its syncs run beside the next
     appends), recovery reads from the generation before, through both segments."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", STALLED_ROLLOVER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-    )
-    try:
-        assert child.stdout.readline() == b"appended\n"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    kill_when_appended(STALLED_ROLLOVER, str(tmp_path))
     folder = tmp_path / "mid"
     assert (folder / "log-000001").stat().st_size > 0 and not (folder / "snap-000001").exists()
     log = ExecutionLog(tmp_path, "mid")
