@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -313,10 +314,15 @@ class ExecutionLog(ChainReader):
         """Nothing to do: an appended record is in the kernel's page cache already."""
 
     def should_snapshot(self) -> bool:
-        """Time for a snapshot: keeps recovery cost at most about twice a snapshot."""
-        if not self._loaded:  # asked after every statement: no lock once loaded
+        """Time for a snapshot: keeps recovery cost at most about twice a snapshot.
+
+        Asked after every statement; while a rollover runs, each call lets its
+        thread have the GIL for a moment (it would wait up to 5 ms for it)."""
+        if not self._loaded:  # no lock once loaded
             with self._mutex:
                 self._ensure_loaded()
+        if self._rollover is not None and not self._rollover.ended:
+            time.sleep(0)
         return self._needs_snapshot or self._appended >= max(MIN_SNAPSHOT_GAP, self._snap_size)
 
     def write_snapshot(self, state: dict, *, checkpoints: int = 0) -> None:

@@ -48,6 +48,7 @@ class Rollover(threading.Thread):
         self.error: BaseException | None = None
         self.durable = threading.Event()  # set once the new segment's records can be synced
         self.durable_failed = False  # the error came before that (the record must not be)
+        self.ended = False
 
     @classmethod
     def begin(
@@ -76,6 +77,12 @@ class Rollover(threading.Thread):
         return job
 
     def run(self) -> None:
+        try:
+            self._syncs()
+        finally:
+            self.ended = True
+
+    def _syncs(self) -> None:
         *_, dir_fd, tmp_fd = self.fds
         try:
             if self.old_fd is not None and self.fsync:
