@@ -329,7 +329,8 @@ class ExecutionLog(ChainReader):
         """Start a new generation from state, then apply retention.
 
         Returns once appends go to the new generation; its syncs run beside
-        them (rollover.py) and ``sync()`` waits for them. Until then a reader
+        them (rollover.py): ``sync()`` waits for the part a synced record
+        needs, ``wait()`` and ``close()`` for all of it. Until then a reader
         rebuilds the same state from the snapshot before: a snapshot is the
         state its records led to. checkpoints is accepted for callers that
         count; the log counts the "ckpt" records itself.
