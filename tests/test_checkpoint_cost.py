@@ -15,6 +15,7 @@ import dataclasses
 import json
 import tempfile
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -228,3 +229,34 @@ async def test_a_task_running_code_defined_code_forces_full_checkpoints(tmp_path
     runner.run("x = 2")
     runner.check("x = 2 after the task ended")
     assert runner.manager.state.frames["main"].vars["items"] == [1]
+
+
+#: Code that changes ``$items`` (or ``$n``) without naming it: through a
+#: function or class the code defined, which is not checkpointed itself.
+THROUGH_DEFINITIONS = {
+    "function": "def add():\n    items.append(1)\nadd()\nawait Noop()\nadd()\n",
+    "async function": "async def add():\n    items.append(1)\nawait add()\nawait Noop()\nawait add()\n",
+    "decorated": "def deco(f):\n    return f\n@deco\ndef add():\n    items.append(1)\nadd()\nadd()\n",
+    "class": "class C:\n    def __init__(self):\n        items.append(1)\nC()\nawait Noop()\nC()\n",
+    "method": "class C:\n    def add(self):\n        items.append(1)\nc = C()\nc.add()\nc.add()\n",
+    "lambda": "add = lambda: items.append(1)\nadd()\nawait Noop()\nadd()\n",
+    "global": "def bump():\n    global n\n    n = n + 1\nbump()\nawait Noop()\nbump()\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(THROUGH_DEFINITIONS))
+async def test_a_change_made_through_code_the_code_defined_is_checkpointed(tmp_path, shape) -> None:
+    from playbooks import StreamingPythonExecutor
+
+    async def Noop() -> None:
+        return None
+
+    manager = CheckpointManager("defs", FilesystemCheckpointProvider(tmp_path, fsync=False))
+    ex = StreamingPythonExecutor(None, namespace={"Noop": Noop}, checkpoint_manager=manager)
+    await ex.add_chunk("items = []\nn = 0\n" + THROUGH_DEFINITIONS[shape])
+    await ex.finalize()
+    manager.close()
+    stored = CheckpointManager("defs", FilesystemCheckpointProvider(tmp_path)).read_state()
+    assert stored.frames["main"].vars["items"] == ex.namespace["items"]
+    assert stored.frames["main"].vars["n"] == ex.namespace["n"]
+    assert ex.namespace["items"] == [1, 1] or ex.namespace["n"] == 2

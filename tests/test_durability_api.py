@@ -76,7 +76,7 @@ async def test_cleanup_keeps_the_last_n_checkpoints(tmp_path: Path) -> None:
     provider = FilesystemCheckpointProvider(tmp_path, keep_last_n=1000)
     manager = CheckpointManager("many", provider)
     for i in range(2000):
-        await manager.save_checkpoint(f"$v = {i}", {"v": i, "pad": "x" * 200 + str(i)})
+        await manager.save_checkpoint(f"$v = {i}", {"v": i, "pad": "x" * 600 + str(i)})
     manager.close()
     before = len(await provider.list_checkpoints("many"))
     removed = await provider.cleanup_old_checkpoints("many", keep_last_n=10)
@@ -112,11 +112,11 @@ async def test_recovery_coordinator(tmp_path: Path) -> None:
 
 
 def _fill(manager: CheckpointManager, start: int, stop: int):
-    """Checkpoints big enough that compaction starts a new generation every ~70."""
+    """Checkpoints big enough that compaction starts a new generation every ~90."""
 
     async def go() -> None:
         for i in range(start, stop):
-            await manager.save_checkpoint(f"$v = {i}", {"v": i, "pad": "x" * 200 + str(i)})
+            await manager.save_checkpoint(f"$v = {i}", {"v": i, "pad": "x" * 600 + str(i)})
 
     return go()
 

@@ -44,6 +44,8 @@ SHAPE_COVERS = {
     "uuid_in_loop": "4 nondeterminism journaled in loops | E,C fail",
     "divergent_branch": "3 replay-divergence error | E,C wrong record handed on",
     "gather_code_defined": "8 gather keys | E,C wrong record handed on; def/module lost",
+    "code_changes_a_variable": "12 a change made through a code-defined function or class "
+    "is checkpointed | E at f9efbdf: the change lost at a kill",
     "var_binding": "6 Var bindings replay | E fail | C Var never binds, even without a kill",
     "ask_reply": "a received reply is never asked again | E ok | C SyntaxError on resume",
     "nested_calls": "resume at every depth | C SyntaxError on resume",

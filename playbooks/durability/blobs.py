@@ -15,7 +15,6 @@ import re
 import threading
 import zlib
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +42,16 @@ def _rust_writer() -> Callable[[Any], bytes] | None:
     that writes otherwise is simply not used. (It writes ``1e-7`` where
     ``json`` writes ``1e-07``: the same float.)"""
     try:
-        from pydantic_core import to_json
+        from pydantic_core import SchemaSerializer, core_schema
 
+        config = core_schema.CoreConfig(ser_json_inf_nan="constants")
+        writer = SchemaSerializer(core_schema.any_schema(), config).to_json  # built once
         sample = {"a": [float("nan"), -float("inf"), 1e16, 1e-7, 0.1, "é\n\x00", 10**30, None]}
-        if repr(loads(to_json(sample, inf_nan_mode="constants"))) != repr(sample):
+        if repr(loads(writer(sample))) != repr(sample):
             return None
-    except Exception:  # an older pydantic-core without inf_nan_mode
+    except Exception:  # an older pydantic-core without that setting
         return None
-    return partial(to_json, inf_nan_mode="constants")
+    return writer
 
 
 def dumps(value: Any) -> bytes:

@@ -351,11 +351,21 @@ class CheckpointManager:
         if self._pending is not None:
             self.flush()
         frame = state.frames.get(frame_id)
+        cache = self._var_caches.get(frame_id)
+        if (
+            lazy
+            and not definitions
+            and cache is not None
+            and cache.unchanged(variables, touched, frame)
+        ):
+            assert frame is not None  # matched by the cache
+            return self._keep_back(
+                frame, turn, cursor, statement, position, state.counter + 1, cache
+            )
         old = frame.vars if frame is not None else {}
         plain = variables  # read only here: runtime names are left out, if there are any
         if any(map(str.startswith, variables, repeat("__"))):
             plain = {k: v for k, v in variables.items() if not k.startswith("__")}
-        cache = self._var_caches.get(frame_id)
         if cache is None:
             cache = self._var_caches[frame_id] = VariableCache()
         encoded, warnings = cache.encode(plain, touched, frame, self.provider.codec())
@@ -373,34 +383,50 @@ class CheckpointManager:
         number = state.counter + 1
         assert self._log is not None
         if lazy and not deltas and not gone and not definitions and frame is not None:
-            # kept back as it will ride, in the fields the carrier does not have
-            carried: dict[str, Any] = {"i": cursor, "n": number, "stmt": statement}
-            carried["ts"] = time.time()
-            if position is not None:
-                carried["pos"] = list(position)
-            if _CRASH is not None:
-                _crash_point("ckpt", "before")
-            self._pending = (frame_id, turn, carried)
-            cache.synced(frame)
-            if _CRASH is not None:
-                _crash_point("ckpt", "after")
-        else:
-            record: dict[str, Any] = {"k": "ckpt", "f": frame_id, "t": turn, "i": cursor}
-            record["n"] = number
-            record["stmt"] = statement
-            if deltas:  # an empty change is left out (readers default to none)
-                record["vars"] = deltas
-            if gone:
-                record["del"] = gone
-            record["ts"] = time.time()
-            if position is not None:
-                record["pos"] = list(position)
-            if definitions:
-                record["defs"] = definitions
-            self._append(record)
-            cache.synced(state.frames[frame_id])
+            return self._keep_back(frame, turn, cursor, statement, position, number, cache)
+        record: dict[str, Any] = {"k": "ckpt", "f": frame_id, "t": turn, "i": cursor}
+        record["n"] = number
+        record["stmt"] = statement
+        if deltas:  # an empty change is left out (readers default to none)
+            record["vars"] = deltas
+        if gone:
+            record["del"] = gone
+        record["ts"] = time.time()
+        if position is not None:
+            record["pos"] = list(position)
+        if definitions:
+            record["defs"] = definitions
+        self._append(record)
+        cache.synced(state.frames[frame_id])
         if self._log.should_snapshot():
             self._log.write_snapshot(state.to_snapshot(), checkpoints=number)
+        return f"{self.execution_id}_ckpt_{number}"
+
+    def _keep_back(
+        self,
+        frame: FrameState,
+        turn: int,
+        cursor: int,
+        statement: str,
+        position: tuple[int, ...] | None,
+        number: int,
+        cache: VariableCache,
+    ) -> str:
+        """A checkpoint that changed nothing: kept back to ride on the next await
+        record, in the fields that record does not have (``record_checkpoint``)."""
+        carried: dict[str, Any] = {"i": cursor, "n": number, "stmt": statement}
+        carried["ts"] = time.time()
+        if position is not None:
+            carried["pos"] = list(position)
+        if _CRASH is not None:
+            _crash_point("ckpt", "before")
+        self._pending = (frame.id, turn, carried)
+        cache.synced(frame)
+        if _CRASH is not None:
+            _crash_point("ckpt", "after")
+        assert self._log is not None
+        if self._log.should_snapshot():
+            self._log.write_snapshot(self.open().to_snapshot(), checkpoints=number)
         return f"{self.execution_id}_ckpt_{number}"
 
     def record_observation(self, frame_id: str, turn: int, text: str) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 from . import serialization
 
 TRANSCRIPT_KEEP = 500
+_NO_KEY = (-1, -1)  # below every (turn, statement) of a journal key
 
 
 def unfold(record: dict) -> list[dict]:
@@ -80,6 +81,10 @@ class FrameState:
     step: str | None = None
     result: dict | None = None
     checkpoint: int = 0
+    #: Not a field (not in snapshots): a bound on the (turn, statement) of every
+    #: journal key, or None when unknown. It lets a checkpoint drop the journal
+    #: without reading its keys, the usual case.
+    jtop = None
 
     def text(self, turn: int) -> str:
         return self.texts[turn] if turn < len(self.texts) else ""
@@ -131,9 +136,11 @@ class ExecutionState:
         if isinstance(carried, dict):  # a checkpoint carried by an await record comes first
             if "vars" in carried or "del" in carried or "defs" in carried:
                 self._on_ckpt({"f": r["f"], "t": r["t"], **carried})
+                self._on_await(r)  # it reads only its own fields, not "ck"
             else:  # as written: it changed nothing, it only moves the frame on
-                self._advance(self._frame(r), r["t"], carried)
-            self._on_await(r)  # it reads only its own fields, not "ck"
+                frame = self._frame(r)
+                self._advance(frame, r["t"], carried)
+                self._on_await(r, frame)
             return
         getattr(self, "_on_" + r["k"])(r)
 
@@ -141,19 +148,21 @@ class ExecutionState:
         self.program = {k: v for k, v in r.items() if k != "k"}
 
     def _on_frame(self, r: dict) -> None:
-        self.frames[r["f"]] = FrameState(
+        frame = self.frames[r["f"]] = FrameState(
             id=r["f"],
             parent=r.get("parent"),
             playbook=r.get("playbook", ""),
             kind=r.get("kind", "code"),
             args=r.get("args", {}),
         )
+        frame.jtop = _NO_KEY
 
     def _frame(self, r: dict) -> FrameState:
         fid = r["f"]
         frame = self.frames.get(fid)
         if frame is None:  # the standalone executor writes no "frame" record
             frame = self.frames[fid] = FrameState(fid, None, "", "code")
+            frame.jtop = _NO_KEY
         return frame
 
     def _on_turn(self, r: dict) -> None:
@@ -163,7 +172,7 @@ class ExecutionState:
         frame.cursor = 0
         frame.pos = None
         frame.executed = []
-        frame.journal = {}
+        frame.journal, frame.jtop = {}, _NO_KEY
         while len(frame.texts) <= t:
             frame.texts.append("")
             frame.done.append(False)
@@ -190,9 +199,11 @@ class ExecutionState:
         if r.get("done"):
             frame.done[t] = True
 
-    def _on_await(self, r: dict) -> None:
-        frame = self._frame(r)
-        key = f"{r['t']}.{r['i']}.{r['q']}"  # call_key, inlined: this runs for every await
+    def _on_await(self, r: dict, frame: FrameState | None = None) -> None:
+        if frame is None:
+            frame = self._frame(r)
+        t, i = r["t"], r["i"]
+        key = f"{t}.{i}.{r['q']}"  # call_key, inlined: this runs for every await
         entry = {"ok": r["ok"]} if "ok" in r else {}
         if "err" in r:
             entry["err"] = r["err"]
@@ -201,6 +212,9 @@ class ExecutionState:
         if "d" in r:
             entry["d"] = r["d"]
         frame.journal[key] = entry
+        top = frame.jtop
+        if top is not None and (top[0] < t or (top[0] == t and top[1] < i)):
+            frame.jtop = (t, i)
         if len(self.frames) > 1:  # the callee's result now lives here
             self.frames.pop(f"{frame.id}/{key}", None)
         ev = r.get("ev")
@@ -262,10 +276,14 @@ class ExecutionState:
         frame.pos = r.get("pos")
         journal = frame.journal
         if journal:  # only the awaits of this turn's statements not yet finished stay
-            prefix = f"{t}."
-            live = [k for k in journal if k.startswith(prefix) and int(k.split(".")[1]) >= i]
-            if not live:  # the usual case: every entry is of a finished statement
-                frame.journal = {}
+            top = frame.jtop
+            if top is not None and (top[0] < t or (top[0] == t and top[1] < i)):
+                live = []  # the usual case, known without reading the keys
+            else:
+                prefix = f"{t}."
+                live = [k for k in journal if k.startswith(prefix) and int(k.split(".")[1]) >= i]
+            if not live:  # every entry is of a finished statement
+                frame.journal, frame.jtop = {}, _NO_KEY
             elif len(live) != len(journal):
                 frame.journal = {k: journal[k] for k in live}
         statement = r.get("stmt")
@@ -287,7 +305,7 @@ class ExecutionState:
     def _on_end(self, r: dict) -> None:
         frame = self._frame(r)
         frame.result = {k: r[k] for k in ("ok", "err") if k in r}
-        frame.journal = {}
+        frame.journal, frame.jtop = {}, _NO_KEY
         frame.vars = {}
         frame.defs = []
 

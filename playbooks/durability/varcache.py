@@ -191,6 +191,22 @@ class VariableCache:
         self.vars_ref = frame.vars
         self.checkpoint = frame.checkpoint
 
+    def unchanged(
+        self, variables: dict[str, Any], touched: frozenset[str] | set[str] | None, frame: Any
+    ) -> bool:
+        """Can nothing in ``variables`` differ from the frame's stored vars? (Then
+        ``encode`` would return nothing: the common statement, answered without it.)"""
+        if touched is None or self.tasks or not self.matches(frame):
+            return False
+        known = self.known
+        if len(variables) != len(known) or not touched.isdisjoint(variables):
+            return False
+        for name, value in variables.items():
+            k = known.get(name)
+            if k is None or k.value is not value:
+                return False
+        return not code_tasks_pending()
+
     def encode(
         self,
         variables: dict[str, Any],

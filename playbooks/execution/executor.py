@@ -17,7 +17,8 @@ import inspect
 import linecache
 from collections.abc import Callable
 from itertools import filterfalse
-from operator import ne
+from operator import is_not
+from types import ModuleType
 from typing import Any
 
 from .journal import (
@@ -123,6 +124,13 @@ class StreamingPythonExecutor:
         self._provided = (
             provided if provided is not None else {k: id(v) for k, v in self.namespace.items()}
         )
+        # the objects themselves, for an identity check without building ids
+        self._provided_names = [k for k in self._provided if k in self.namespace]
+        self._provided_objects = [self.namespace[k] for k in self._provided_names]
+        self._provided_intact = len(self._provided_names) == len(self._provided) and all(
+            id(v) == self._provided[k]
+            for k, v in zip(self._provided_names, self._provided_objects, strict=True)
+        )
         if variables:
             self.namespace.update(variables)
         self._record_text = record_text
@@ -203,7 +211,9 @@ class StreamingPythonExecutor:
         runtime-provided name rebound or deleted) is answered by C-level
         iteration over the namespace; a rebound one takes the full look."""
         provided, namespace = self._provided, self.namespace
-        if any(map(ne, map(id, map(namespace.get, provided)), provided.values())):
+        if not self._provided_intact or any(
+            map(is_not, map(namespace.get, self._provided_names), self._provided_objects)
+        ):
             return {
                 k: v
                 for k, v in namespace.items()
@@ -352,8 +362,8 @@ class StreamingPythonExecutor:
 
     def _flush_text(self, *, done: bool = False) -> None:
         """Make the response text durable up to here before code from it runs."""
-        if self.checkpoint_manager is None or not self._record_text:
-            return
+        if self._recorded_done or self.checkpoint_manager is None or not self._record_text:
+            return  # all of it is recorded already, or nothing is
         if self._known_response is not None:
             target, done = self._known_response, True
         else:
@@ -391,8 +401,8 @@ class StreamingPythonExecutor:
         definition = isinstance(node, _DEFINITIONS)
         names = _bound_names(node)
         touched = touched_names(node)
-        if touched is not None and touched & self._opaque:
-            touched = None  # a playbook call may change the agent's variables
+        if touched is not None and (touched & self._opaque or self._names_code(touched)):
+            touched = None  # a playbook call, or code the code defined, may change any variable
         # counted before it runs: a statement that fails halfway still changed things
         self.pending_touched = merge_touched(self.pending_touched, touched)
         if definition:  # kept as the model wrote it: checks and rewrites run again on resume
@@ -443,6 +453,21 @@ class StreamingPythonExecutor:
                 lazy=True,  # if it changed nothing, it rides on the next await record
             )
             self.pending_touched = frozenset()
+
+    def _names_code(self, touched: frozenset[str]) -> bool:
+        """Does the statement name a function or class that a definition bound?
+
+        Those are not checkpointed (they are run again on resume), so the
+        checkpoint cannot see what calling one reaches through its globals:
+        ``def add(): items.append(1)`` then ``add()`` changes ``$items``
+        without naming it. Only a module is safe to name."""
+        defined = self._defined
+        if not defined:
+            return False
+        namespace = self.namespace
+        return any(
+            not isinstance(namespace.get(name), ModuleType) for name in touched if name in defined
+        )
 
     def checkpoint_variables(self) -> dict[str, Any]:
         """The variables that are data: what imports and defs bound is run again instead."""

@@ -295,6 +295,28 @@ def gather_code_defined(rng: random.Random) -> Shape:
     return Shape("gather_code_defined", body, returns=["results", "pair"])
 
 
+def code_changes_a_variable(rng: random.Random) -> Shape:
+    """Variables changed through a function or class the code defined, never named
+    by the statement that calls it (definitions are not checkpointed, rerun)."""
+    a = rng.randint(1, 9)
+    body = _join(
+        "$seen = []",
+        "def note(x):",
+        "    $seen.append(x)",
+        "class Counter:",
+        "    def __init__(self):",
+        "        $seen.append('made')",
+        f"note({a})",
+        awaited(rng, "Emit", ['"step"', "1"]),  # names no variable: nothing re-encoded
+        "Counter()",
+        awaited(rng, "Emit", ['"step"', "2"]),
+        "note(await F(3))",
+        awaited(rng, "Emit", ['"step"', "3"]),
+        awaited(rng, "Emit", ['"seen"', "$seen"]),
+    )
+    return Shape("code_changes_a_variable", body, returns=["seen"])
+
+
 def var_binding(rng: random.Random) -> Shape:
     body = _join(
         f'await Var("total", await F({rng.randint(1, 9)}))',
@@ -347,6 +369,7 @@ SHAPES: dict[str, Callable[[random.Random], Shape]] = {
         uuid_in_loop,
         divergent_branch,
         gather_code_defined,
+        code_changes_a_variable,
         var_binding,
         ask_reply,
         nested_calls,
