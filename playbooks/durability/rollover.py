@@ -151,12 +151,13 @@ class _Worker:
 
     def submit(self, job: Rollover) -> None:
         with self._ready:
-            self._jobs.append(job)
-            if self._thread is None:
-                self._thread = threading.Thread(
+            if self._thread is None:  # started first: a job queued with no thread would hang exit
+                thread = threading.Thread(
                     target=self._serve, name="playbooks-rollover", daemon=True
                 )
-                self._thread.start()
+                thread.start()
+                self._thread = thread
+            self._jobs.append(job)
             self._ready.notify()
 
     def _serve(self) -> None:
