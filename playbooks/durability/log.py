@@ -316,7 +316,7 @@ class ExecutionLog(ChainReader):
         """Time for a snapshot: keeps recovery cost at most about twice a snapshot.
 
         Asked after every statement. (It does not hand the GIL to a running
-        rollover: each hand-over cost this thread two wake-ups, about 5 µs per
+        rollover: each hand-over cost this thread two wake-ups, about 4 µs per
         await on average, while a sync that needs the rollover waits for it
         without the GIL anyway.)"""
         if not self._loaded:  # no lock once loaded

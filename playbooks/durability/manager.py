@@ -359,9 +359,8 @@ class CheckpointManager:
             and cache.unchanged(variables, touched, frame)
         ):
             assert frame is not None  # matched by the cache
-            return self._keep_back(
-                frame, turn, cursor, statement, position, state.counter + 1, cache
-            )
+            self._keep_back(frame, turn, cursor, statement, position, state.counter + 1, cache)
+            return self._checkpoint_done(state.counter + 1)
         old = frame.vars if frame is not None else {}
         plain = variables  # read only here: runtime names are left out, if there are any
         if any(map(str.startswith, variables, repeat("__"))):
@@ -383,7 +382,8 @@ class CheckpointManager:
         number = state.counter + 1
         assert self._log is not None
         if lazy and not deltas and not gone and not definitions and frame is not None:
-            return self._keep_back(frame, turn, cursor, statement, position, number, cache)
+            self._keep_back(frame, turn, cursor, statement, position, number, cache)
+            return self._checkpoint_done(number)
         record: dict[str, Any] = {"k": "ckpt", "f": frame_id, "t": turn, "i": cursor}
         record["n"] = number
         record["stmt"] = statement
@@ -398,9 +398,7 @@ class CheckpointManager:
             record["defs"] = definitions
         self._append(record)
         cache.synced(state.frames[frame_id])
-        if self._log.should_snapshot():
-            self._log.write_snapshot(state.to_snapshot(), checkpoints=number)
-        return f"{self.execution_id}_ckpt_{number}"
+        return self._checkpoint_done(number)
 
     def _keep_back(
         self,
@@ -411,7 +409,7 @@ class CheckpointManager:
         position: tuple[int, ...] | None,
         number: int,
         cache: VariableCache,
-    ) -> str:
+    ) -> None:
         """A checkpoint that changed nothing: kept back to ride on the next await
         record, in the fields that record does not have (``record_checkpoint``)."""
         carried: dict[str, Any] = {"i": cursor, "n": number, "stmt": statement}
@@ -424,6 +422,9 @@ class CheckpointManager:
         cache.synced(frame)
         if _CRASH is not None:
             _crash_point("ckpt", "after")
+
+    def _checkpoint_done(self, number: int) -> str:
+        """After checkpoint ``number``: a snapshot if one is due; its id."""
         assert self._log is not None
         if self._log.should_snapshot():
             self._log.write_snapshot(self.open().to_snapshot(), checkpoints=number)

@@ -80,9 +80,6 @@ class Rollover:
             raise
         return job
 
-    def run(self) -> None:
-        self._syncs()
-
     def finish(self) -> None:
         """Run by the worker: the syncs, then the news that they ended."""
         try:
@@ -107,7 +104,8 @@ class Rollover:
         self.durable.set()
         self._done.set()
 
-    def _syncs(self) -> None:
+    def run(self) -> None:
+        """The syncs, in order; what fails is kept in ``error`` for the log to raise."""
         *_, dir_fd, tmp_fd = self.fds
         try:
             if self.old_fd is not None and self.fsync:
